@@ -1,0 +1,89 @@
+"""Choose the array backend once, at the edge, and pass it in.
+
+``get_backend("cpu"|"gpu"|"auto")`` returns a :class:`Backend` holding the
+array module (NumPy or CuPy) and the matching :class:`~cuvae.ops.Ops`. Nothing
+else in cuvae imports CuPy, so the NumPy path works where CUDA is absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import BackendError
+
+DEVICES = ("cpu", "gpu", "auto")
+
+_INSTALL_HINT = (
+    "install CuPy with pip install 'cuvae[cuda12]' (CUDA 12 driver) or 'cuvae[cuda13]' (CUDA 13); "
+    "without a system CUDA toolkit add its [ctk] extra, e.g. pip install 'cupy-cuda12x[ctk]'"
+)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array module plus its ops; ``name`` is "cpu" or "gpu"."""
+
+    name: str
+    xp: Any
+    ops: Any
+    device_name: str
+
+    def to_device(self, array: np.ndarray):
+        return self.xp.asarray(array)
+
+    def to_host(self, array) -> np.ndarray:
+        if self.name == "gpu":
+            return self.xp.asnumpy(array)
+        return np.asarray(array)
+
+    def synchronize(self) -> None:
+        if self.name == "gpu":
+            self.xp.cuda.Device().synchronize()
+
+
+def _cpu_backend() -> Backend:
+    from .ops import NumpyOps
+
+    import platform
+
+    return Backend("cpu", np, NumpyOps(), f"CPU ({platform.processor() or platform.machine()}, NumPy)")
+
+
+def _gpu_backend() -> Backend:
+    try:
+        import cupy
+    except ImportError:
+        raise BackendError(f"--device gpu: CuPy is not installed; {_INSTALL_HINT}, or use --device cpu") from None
+    if not cupy.is_available():
+        raise BackendError(
+            "--device gpu: CuPy is installed but no CUDA device is visible (no NVIDIA GPU or driver, "
+            "or CUDA_VISIBLE_DEVICES hides it); check nvidia-smi, or use --device cpu"
+        )
+    from .ops import CupyOps
+
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    return Backend("gpu", cupy, CupyOps(), f"GPU {cupy.cuda.Device().id} ({name}, CuPy {cupy.__version__})")
+
+
+def get_backend(device: str = "auto", log: Callable[[str], None] | None = None) -> Backend:
+    """Resolve ``cpu``, ``gpu`` or ``auto``; ``auto`` says in one line what it picked."""
+    if device not in DEVICES:
+        raise BackendError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return _cpu_backend()
+    if device == "gpu":
+        return _gpu_backend()
+    try:
+        backend = _gpu_backend()
+    except BackendError:
+        backend = _cpu_backend()
+        if log:
+            log(f"device: {backend.device_name} (no usable GPU found; --device gpu says why)")
+        return backend
+    if log:
+        log(f"device: {backend.device_name}")
+    return backend

@@ -1,0 +1,236 @@
+"""The training loop: shuffles, steps, evaluates, checkpoints, and emits events.
+
+The trainer knows nothing of terminals: the CLI prints and the TUI draws by
+listening to the events of :mod:`cuvae.events`. A UI thread controls it through
+:meth:`Trainer.stop`, :meth:`Trainer.pause` and :meth:`Trainer.unpause`.
+
+Randomness: epoch e draws its permutation, eps and binarisation from a generator
+seeded with (seed, e), so a run resumed from the checkpoint of epoch e-1
+replays epoch e exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import evaluation
+from .backend import Backend
+from .checkpoint import Checkpoint, save_checkpoint
+from .config import TrainConfig
+from .events import EpochEnded, Listener, Notice, RunStarted, SamplesReady, StepMetrics, TrainingFinished
+from .model import VAE
+from .optim import Adam
+from .params import init_params
+
+METRICS = "metrics.jsonl"
+PREVIEW = 8  # test digits shown as reconstructions after each epoch
+
+
+def prepare_images(images_u8: np.ndarray, binarize: str, dtype) -> np.ndarray:
+    """uint8 pixels -> [0, 1] floats; ``static`` draws one fixed Bernoulli sample per pixel."""
+    x = images_u8.astype(dtype) * np.asarray(1.0 / 255.0, dtype)
+    if binarize == "static":
+        x = (np.random.default_rng(20_24).random(x.shape, dtype=np.float32) < x).astype(dtype)
+    return x
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, backend: Backend, dataset, run_dir, *,
+                 listeners: list[Listener] = (), resume: Checkpoint | None = None, report_every: float = 0.25):
+        self.config, self.backend, self.dataset = config, backend, dataset
+        self.run_dir = Path(run_dir)
+        self.listeners = list(listeners)
+        self.report_every = report_every
+        self.dtype = np.dtype(config.dtype)
+        xp = self.xp = backend.xp
+
+        self.model = VAE(config.arch, backend.ops, self.dtype)
+        layout = self.model.layout
+        host = resume.params if resume else init_params(layout, self.model.linear_names, config.init, config.seed, self.dtype)
+        self.params = backend.to_device(host.astype(self.dtype))
+        self.grads = xp.zeros_like(self.params)
+        self.P, self.G = layout.views(self.params), layout.views(self.grads)
+        self.adam = Adam(backend.ops, layout.size, self.dtype, lr=config.lr, clip_norm=config.clip_norm)
+        if resume:
+            self.adam.m[...] = backend.to_device(resume.adam_m.astype(self.dtype))
+            self.adam.v[...] = backend.to_device(resume.adam_v.astype(self.dtype))
+            self.adam.step_count = resume.adam_step
+        self.epoch = resume.epoch if resume else 0
+
+        self.train_x = backend.to_device(prepare_images(dataset.train_x, config.binarize, self.dtype))
+        self.test_x = backend.to_device(prepare_images(dataset.test_x, config.binarize, self.dtype))
+        B, L = config.batch_size, config.latent
+        self._x = xp.empty((B, self.train_x.shape[1]), self.dtype)
+        self._u = xp.empty_like(self._x)
+        self._eps = xp.empty((B, L), self.dtype)
+
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    # ---- control (safe to call from another thread) ---------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def unpause(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def emit(self, event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    # ---- the loop ----------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.train_x.shape[0] / self.config.batch_size)
+
+    def run(self) -> TrainingFinished:
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._trim_metrics()
+        self.emit(RunStarted(str(self.run_dir), cfg.to_dict(), self.backend.device_name, self.dataset.source,
+                             self.epoch, self.steps_per_epoch, int(self.train_x.shape[0])))
+        if self.epoch >= cfg.epochs:
+            return self._finish("completed", f"already trained for {self.epoch} epochs; pass a larger --epochs to go on")
+        while self.epoch < cfg.epochs:
+            result = self._train_epoch(self.epoch + 1)
+            if result is not None:
+                return result
+        self.emit_pictures()
+        return self._finish("completed", f"trained {self.epoch} epochs; model in {self.run_dir}")
+
+    def _rng(self, epoch: int):
+        return np.random.default_rng([self.config.seed, epoch])
+
+    def _beta(self, epoch: int, step: int) -> float:
+        cfg = self.config
+        if cfg.kl_warmup <= 0:
+            return cfg.beta
+        progress = (epoch - 1 + step / self.steps_per_epoch) / cfg.kl_warmup
+        return cfg.beta * min(1.0, progress)
+
+    def _train_epoch(self, epoch: int) -> TrainingFinished | None:
+        cfg, xp, backend = self.config, self.xp, self.backend
+        n, B = self.train_x.shape[0], cfg.batch_size
+        rng = self._rng(epoch)
+        perm = backend.to_device(rng.permutation(n))
+        sums = xp.zeros(3, np.float64)  # loss, recon, kl, each summed over examples
+        seen, last_report, paused_for = 0, time.perf_counter(), 0.0
+        start = time.perf_counter()
+        for step, s in enumerate(range(0, n, B)):
+            if not self._running.is_set():
+                t0 = time.perf_counter()
+                self._running.wait()
+                paused_for += time.perf_counter() - t0
+            if self._stop.is_set():
+                return self._finish("stopped", f"stopped during epoch {epoch}; the checkpoint holds epoch {self.epoch}")
+            b = min(B, n - s)
+            x, eps = self._x[:b], self._eps[:b]
+            xp.take(self.train_x, perm[s : s + b], axis=0, out=x)
+            if cfg.binarize == "dynamic":
+                u = self._u[:b]
+                u[...] = backend.to_device(rng.random((b, x.shape[1]), dtype=np.float32)) if backend.name == "gpu" else rng.random(out=u, dtype=np.float32) if self.dtype == np.float32 else rng.random(u.shape)
+                xp.less(u, x, out=x.view(bool)) if False else xp.copyto(x, (u < x).astype(self.dtype))
+            self._draw_eps(rng, eps)
+            loss, recon, kl = self.model.loss_and_grad(self.P, self.G, x, eps, self._beta(epoch, step))
+            self.adam.step(self.params, self.grads)
+            sums += xp.stack([loss, recon, kl]).astype(np.float64) * b
+            seen += b
+            now = time.perf_counter()
+            if now - last_report >= self.report_every:
+                last_report = now
+                mean = backend.to_host(sums) / seen
+                if not np.isfinite(mean[0]):
+                    return self._diverged(epoch)
+                rate = seen / max(now - start - paused_for, 1e-9)
+                self.emit(StepMetrics(epoch, step + 1, self.steps_per_epoch, *map(float, mean), rate))
+        backend.synchronize()
+        seconds = time.perf_counter() - start - paused_for
+        train = backend.to_host(sums) / n
+        if not np.isfinite(train).all():
+            return self._diverged(epoch)
+        self.emit(StepMetrics(epoch, self.steps_per_epoch, self.steps_per_epoch, *map(float, train), n / seconds))
+
+        test = evaluation.elbo(self.model, self.P, self.test_x, seed=cfg.seed, keep_batch=B)
+        if not np.isfinite(test["test_loss"]):
+            return self._diverged(epoch)
+        metrics = {
+            "epoch": epoch,
+            "train_loss": float(train[0]), "train_recon": float(train[1]), "train_kl": float(train[2]),
+            "test_loss": test["test_loss"], "test_recon": test["test_recon"], "test_kl": test["test_kl"],
+            "active_units": test["active_units"],
+            "beta": self._beta(epoch, self.steps_per_epoch),
+            "seconds": seconds, "examples_per_s": n / seconds,
+        }
+        # metrics first, checkpoint second: a crash in between leaves a line that resume trims
+        with open(self.run_dir / METRICS, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        self.epoch = epoch
+        self.save()
+        self.emit(EpochEnded(epoch, metrics))
+        if cfg.model == "vae" and test["active_units"] < max(1, cfg.latent // 2):
+            self.emit(Notice(f"only {test['active_units']} of {cfg.latent} latent units are active (posterior collapse); "
+                             f"a lower --lr (the chapter's 0.01 collapses this network; try 1e-3) or --kl-warmup may help"))
+        self.emit_pictures()
+        return None
+
+    def _draw_eps(self, rng, eps) -> None:
+        if self.backend.name == "cpu" and self.dtype == np.float32:
+            rng.standard_normal(out=eps, dtype=np.float32)
+        else:
+            eps[...] = self.backend.to_device(rng.standard_normal(eps.shape).astype(self.dtype))
+
+    def _diverged(self, epoch: int) -> TrainingFinished:
+        return self._finish("diverged", f"the loss became NaN or infinite in epoch {epoch}; lower the learning rate "
+                                        f"(--lr {self.config.lr / 10:g}) or add --clip-norm 100; "
+                                        f"the checkpoint of epoch {self.epoch} is intact")
+
+    def _finish(self, reason: str, message: str) -> TrainingFinished:
+        event = TrainingFinished(reason, self.epoch, message)
+        self.emit(event)
+        return event
+
+    # ---- state ---------------------------------------------------------------------
+    def checkpoint(self) -> Checkpoint:
+        b = self.backend
+        return Checkpoint(self.config, b.to_host(self.params), b.to_host(self.adam.m), b.to_host(self.adam.v),
+                          self.adam.step_count, self.epoch)
+
+    def save(self) -> None:
+        save_checkpoint(self.run_dir, self.checkpoint())
+
+    def _trim_metrics(self) -> None:
+        """Keep only metrics lines of epochs the checkpoint holds (a resumed run rewrites the rest)."""
+        path = self.run_dir / METRICS
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["epoch"] <= self.epoch:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a crash
+        path.write_text("".join(k + "\n" for k in keep))
+
+    def emit_pictures(self) -> None:
+        """Reconstructions of the first test digits and samples from the prior, as events."""
+        shape = tuple(self.dataset.image_shape)
+        recon = evaluation.reconstruct(self.model, self.P, self.test_x[:PREVIEW], shape)
+        originals = self.backend.to_host(self.test_x[:PREVIEW]).reshape((-1, *shape))
+        self.emit(SamplesReady("reconstructions", np.concatenate([originals, recon]), self.epoch))
+        self.emit(SamplesReady("samples", evaluation.prior_samples(self.model, self.P, 16, seed=self.config.seed, shape=shape), self.epoch))
