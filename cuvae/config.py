@@ -57,6 +57,12 @@ class TrainConfig:
     def arch(self) -> Arch:
         return Arch(in_dim=784, hidden=self.hidden, latent=self.latent, likelihood=self.likelihood, kind=self.model)
 
+    def build_model(self, ops):
+        """The model this config describes, on a backend's ops."""
+        from .model import VAE
+
+        return VAE(self.arch, ops, self.dtype)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["hidden"] = list(self.hidden)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .params import Layout
+from .params import Layout, init_params
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 MODEL_KINDS = ("vae", "ae")
@@ -82,6 +82,10 @@ class VAE:
         self.layout = arch.layout()
         self.linear_names = [name for name, _, _ in arch.linears]
         self._workspaces: dict[int, Workspace] = {}
+
+    def initial_params(self, init: str, seed: int) -> np.ndarray:
+        """Freshly initialised flat parameters, on the host."""
+        return init_params(self.layout, self.linear_names, init, seed, self.dtype)
 
     # ---- buffers ---------------------------------------------------------------
     def workspace(self, batch: int) -> Workspace:

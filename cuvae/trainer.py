@@ -24,9 +24,7 @@ from .backend import Backend
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import TrainConfig
 from .events import EpochEnded, Listener, Notice, RunStarted, SamplesReady, StepMetrics, TrainingFinished
-from .model import VAE
 from .optim import Adam
-from .params import init_params
 
 METRICS = "metrics.jsonl"
 PREVIEW = 8  # test digits shown as reconstructions after each epoch
@@ -50,9 +48,9 @@ class Trainer:
         self.dtype = np.dtype(config.dtype)
         xp = self.xp = backend.xp
 
-        self.model = VAE(config.arch, backend.ops, self.dtype)
+        self.model = config.build_model(backend.ops)
         layout = self.model.layout
-        host = resume.params if resume else init_params(layout, self.model.linear_names, config.init, config.seed, self.dtype)
+        host = resume.params if resume else self.model.initial_params(config.init, config.seed)
         self.params = backend.to_device(host.astype(self.dtype))
         self.grads = xp.zeros_like(self.params)
         self.P, self.G = layout.views(self.params), layout.views(self.grads)

@@ -1,0 +1,134 @@
+"""``cuvae-evaluate RUN_DIR``: test ELBO, importance-weighted NLL, active units, pictures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .cli import positive_int, run_main, stderr_console
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .backend import DEVICES
+
+    p = argparse.ArgumentParser(prog="cuvae-evaluate", description="Evaluate a trained cuvae run on the test set.",
+                                epilog="example: cuvae-evaluate runs/RUN --iwae-k 1000 --json")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by cuvae-train")
+    p.add_argument("--iwae-k", type=positive_int, default=1000, help="importance samples per test example (default 1000)")
+    p.add_argument("--test-size", type=positive_int, help="evaluate the first N test examples (default: the run's test set)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the evaluation noise (default 0)")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="cpu, gpu or auto (default)")
+    p.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files")
+    p.add_argument("--no-pictures", action="store_true", help="do not write reconstructions.png and samples.png")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    return p
+
+
+def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=0, device="auto", data_dir=None, pictures=True,
+                 log=None, progress=True) -> dict:
+    """Evaluate a run directory; returns the result dict (the keys of ``--json``)."""
+    from . import evaluation
+    from .backend import get_backend
+    from .checkpoint import load_checkpoint
+    from .console import PictureWriter
+    from .data import load_dataset
+    from .events import SamplesReady
+    from .trainer import PREVIEW, prepare_images
+
+    ckpt = load_checkpoint(run_dir)
+    cfg = ckpt.config
+    backend = get_backend(device, log=log)
+    data = load_dataset(cfg.dataset, data_dir=data_dir, train_size=1, test_size=test_size or cfg.test_size,
+                        progress=progress, log=log)
+    model = cfg.build_model(backend.ops)
+    params = backend.to_device(ckpt.params.astype(model.dtype))
+    P = model.layout.views(params)
+    x = backend.to_device(prepare_images(data.test_x, cfg.binarize, model.dtype))
+
+    result = {"run_dir": str(run_dir), "epoch": ckpt.epoch, "model": cfg.arch.describe(), "likelihood": cfg.likelihood,
+              "test_examples": int(x.shape[0])}
+    terms = evaluation.elbo(model, P, x, seed=seed)
+    result.update({k: terms[k] for k in ("test_loss", "test_recon", "test_kl", "active_units")})
+    if cfg.model == "vae":
+        bar = _bar(int(x.shape[0]) * iwae_k, progress)
+        result["iwae_nll"] = evaluation.iwae_nll(model, P, x, k=iwae_k, seed=seed, progress=bar)
+        if bar:
+            bar(None)
+    else:
+        result["iwae_nll"] = None
+    result["iwae_k"] = iwae_k
+    if cfg.likelihood == "gaussian":
+        norm = evaluation.gaussian_log_norm(model.arch.in_dim)
+        result["gaussian_nll_offset"] = norm
+        result["test_loss_normalised"] = result["test_loss"] + norm
+    if pictures:
+        writer = PictureWriter(run_dir)
+        shape = tuple(data.image_shape)
+        recon = evaluation.reconstruct(model, P, x[:PREVIEW], shape)
+        originals = backend.to_host(x[:PREVIEW]).reshape((-1, *shape))
+        import numpy as np
+
+        writer(SamplesReady("reconstructions", np.concatenate([originals, recon]), ckpt.epoch))
+        writer(SamplesReady("samples", evaluation.prior_samples(model, P, 16, seed=seed, shape=shape), ckpt.epoch))
+    return result
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from rich.progress import Progress
+
+    progress = Progress(console=stderr_console(), transient=True)
+    task = progress.add_task("importance-weighted NLL", total=total)
+    progress.start()
+
+    def advance(n):
+        if n is None:
+            progress.stop()
+        else:
+            progress.advance(task, n)
+
+    return advance
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    console = stderr_console()
+    result = evaluate_run(args.run_dir, iwae_k=args.iwae_k, test_size=args.test_size, seed=args.seed, device=args.device,
+                          data_dir=args.data_dir, pictures=not args.no_pictures, log=console.print, progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{result['model']} - epoch {result['epoch']} - {result['test_examples']:,} test examples")
+    table.add_column("metric")
+    table.add_column("value (nats per example)", justify="right")
+    table.add_row("test negative ELBO", f"{result['test_loss']:.3f}")
+    table.add_row("  reconstruction", f"{result['test_recon']:.3f}")
+    table.add_row("  KL to N(0, I)", f"{result['test_kl']:.3f}")
+    if result["iwae_nll"] is not None:
+        table.add_row(f"importance-weighted NLL (k={result['iwae_k']})", f"{result['iwae_nll']:.3f}")
+    table.add_row("active latent units", f"{result['active_units']}")
+    from rich.console import Console
+
+    Console().print(table)
+    if result["likelihood"] == "gaussian":
+        console.print(
+            f"note: the gaussian likelihood's loss is the sum of squared errors, an unnormalised log-likelihood; "
+            f"as a Gaussian NLL with variance 1/2 it is {result['test_loss_normalised']:.3f} nats "
+            f"(SSE + 392 ln pi = SSE + {result['gaussian_nll_offset']:.3f}). The importance-weighted NLL uses the "
+            f"normalised density. Do not compare either with Bernoulli numbers.")
+    if not args.no_pictures:
+        console.print(f"wrote {args.run_dir / 'reconstructions.png'} and {args.run_dir / 'samples.png'}")
+    return 0
+
+
+def cli() -> int:
+    return run_main(main)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,1 @@
+"""cuvae-tui: a Textual terminal UI for cuvae (imported as ``cuvae_tui``)."""
