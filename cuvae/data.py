@@ -262,6 +262,7 @@ def load_dataset(name: str = "mnist", data_dir=None, train_size: int | None = No
     messages; ``progress`` shows a rich progress bar on stderr while downloading
     (with ``progress=False`` downloads are reported through ``log`` instead).
     """
+    log = log or (lambda message: None)
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")

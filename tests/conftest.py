@@ -1,0 +1,37 @@
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBSET = ROOT / "cuvae" / "datasets" / "mnist-subset"
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"  # nothing listens there: downloads fail at once
+
+
+@pytest.fixture
+def offline_env(monkeypatch, tmp_path):
+    """No network, an empty cache, and the bundled subset as $CUVAE_DATA_DIR (fast, real digits)."""
+    monkeypatch.setenv("CUVAE_MIRRORS", _closed_port_url())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CUVAE_DATA_DIR", str(SUBSET))
+    return os.environ.copy()
+
+
+TINY = ["--hidden", "32", "--latent", "4", "--train-size", "2000", "--test-size", "200", "--batch-size", "50", "--lr", "3e-3",
+        "--device", "cpu"]
+
+
+def run_cli(args, env=None, timeout=120, **kw):
+    import subprocess
+
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=kw.get("cwd", ROOT))
