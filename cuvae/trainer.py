@@ -97,6 +97,11 @@ class Trainer:
         return math.ceil(self.train_x.shape[0] / self.config.batch_size)
 
     def run(self) -> TrainingFinished:
+        # a diverging model overflows exp(); that is detected and reported, so NumPy need not warn
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._run()
+
+    def _run(self) -> TrainingFinished:
         cfg = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._trim_metrics()
