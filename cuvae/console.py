@@ -21,7 +21,8 @@ class ConsoleReporter:
 
     def __init__(self, console, json_lines: bool = False, show_progress: bool = True):
         self.console, self.json_lines = console, json_lines
-        self.show_progress = show_progress and not json_lines
+        # a bar only where someone watches: in a pipe or a log file it would be noise
+        self.show_progress = show_progress and not json_lines and console.is_terminal
         self.progress, self.task, self.epochs = None, None, 0
 
     def __call__(self, event) -> None:

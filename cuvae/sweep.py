@@ -1,0 +1,554 @@
+"""``cuvae-sweep``: train and evaluate one model per (latent size, seed), side by side, and compare them.
+
+    cuvae-sweep --latent 2 5 8 20 --seeds 1 2 --epochs 10 --recipe chapter --out sweeps/chapter --jobs 2
+
+Every training option of ``cuvae-train`` passes through. Each run lives in
+``SWEEP_DIR/<model>-z<latent>-s<seed>/`` (an ordinary run directory: ``cuvae-evaluate``
+and ``cuvae-show`` read it). Started again, a sweep skips runs whose checkpoint holds
+``--epochs`` epochs (and reuses their saved evaluation, ``result.json``) and resumes
+unfinished ones from their last checkpoint. Runs go one at a time, in ``--jobs N``
+worker processes, one process per GPU (``--gpus 0 1``), or as Ray tasks (``--ray``).
+A failed run is reported and the others go on.
+
+This module imports neither NumPy nor CuPy at the top, so a spawned worker can set its
+thread counts and CUDA_VISIBLE_DEVICES before they load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cli import positive_int, run_main, stderr_console
+from .errors import CuvaeError
+
+RESULT = "result.json"
+CSV_FIELDS = ("model", "latent", "seed", "status", "epochs", "test_loss", "test_recon", "test_kl", "iwae_nll", "iwae_k",
+              "active_units", "sharpness", "sharpness_samples", "mutual_info", "marginal_kl", "train_seconds",
+              "examples_per_s", "run_dir", "error")
+# columns of the summary table: (key, header, format)
+SUMMARY = (("test_loss", "test -ELBO", ".2f"), ("test_recon", "recon", ".2f"), ("test_kl", "KL", ".2f"),
+           ("iwae_nll", "IWAE NLL", ".2f"), ("active_units", "active", ".1f"), ("sharpness", "sharp recon", ".3f"),
+           ("sharpness_samples", "sharp samples", ".3f"), ("mutual_info", "MI", ".2f"),
+           ("marginal_kl", "marginal KL", ".2f"), ("train_seconds", "train s", ".0f"), ("examples_per_s", "ex/s", ",.0f"))
+# what a resumed run may not change (the data and the noise it was trained on)
+FROZEN = ("recipe", "dataset", "model", "hidden", "latent", "likelihood", "init", "beta", "kl_warmup", "batch_size", "lr",
+          "clip_norm", "seed", "binarize", "train_size", "test_size", "dtype")
+
+
+@dataclass
+class RunSpec:
+    """One run of a sweep; plain data, so it pickles into worker processes and Ray tasks."""
+
+    run_dir: str
+    config: dict
+    device: str = "auto"
+    data_dir: str | None = None
+    iwae_k: int = 100
+    eval_seed: int = 0
+    env: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return Path(self.run_dir).name
+
+
+def run_name(model: str, latent: int, seed: int) -> str:
+    return f"{model}-z{latent}-s{seed}"
+
+
+# ---- one run (runs in a worker, a Ray task or the driver) --------------------------------------
+def run_one(spec: RunSpec) -> dict:
+    """Train (or resume, or skip) and evaluate one run; returns its row. Never raises: a failure is a row."""
+    cfg = spec.config
+    row = {"model": cfg["model"], "latent": cfg["latent"], "seed": cfg["seed"], "run_dir": spec.run_dir,
+           "status": "failed", "epochs": 0, "error": ""}
+    try:
+        row.update(_train_and_evaluate(spec))
+        row["error"] = ""
+    except CuvaeError as err:
+        row["error"] = str(err)
+    except Exception as err:  # noqa: BLE001 - a bug in one run must not stop the sweep
+        row["error"] = f"{type(err).__name__}: {err}"
+        Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(spec.run_dir) / "error.log").write_text(traceback.format_exc())
+    return row
+
+
+def _train_and_evaluate(spec: RunSpec) -> dict:
+    from .backend import get_backend
+    from .checkpoint import CHECKPOINT, check_same_model, load_checkpoint
+    from .config import TrainConfig
+    from .console import PictureWriter
+    from .data import load_dataset
+    from .trainer import Trainer
+
+    run_dir = Path(spec.run_dir)
+    config = TrainConfig.from_dict(spec.config)
+    quiet = lambda *_: None  # noqa: E731
+    resume = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).exists() else None
+    status = "trained"
+    if resume is not None:
+        stored = resume.config
+        check_same_model(stored, config, run_dir)
+        diffs = [k for k in FROZEN if getattr(stored, k) != getattr(config, k)]
+        if diffs:
+            raise CuvaeError(f"{run_dir} was trained with {', '.join(f'{k}={getattr(stored, k)}' for k in diffs)}, this sweep "
+                             f"asks for {', '.join(f'{k}={getattr(config, k)}' for k in diffs)}: use a new --out")
+        if resume.epoch > config.epochs:
+            raise CuvaeError(f"{run_dir} already holds {resume.epoch} epochs, more than --epochs {config.epochs}: "
+                             f"pass --epochs {resume.epoch} or use a new --out")
+        status = "done" if resume.epoch == config.epochs else "resumed"
+    if status != "done":
+        backend = get_backend(spec.device)
+        data = load_dataset(config.dataset, data_dir=spec.data_dir, train_size=config.train_size,
+                            test_size=config.test_size, progress=False, log=quiet)
+        if config.batch_size > len(data.train_x):
+            raise CuvaeError(f"--batch-size {config.batch_size} is larger than the {len(data.train_x)} training examples")
+        log_path = run_dir / "train.log"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(config, backend, data, run_dir, resume=resume, listeners=[PictureWriter(run_dir), _LogFile(log_path)])
+        result = trainer.run()
+        if result.reason != "completed":
+            raise CuvaeError(f"{run_dir.name}: {result.message}")
+    row = _evaluate(spec, run_dir, config)
+    row["status"] = "skipped" if status == "done" and row.pop("_cached") else status
+    row.pop("_cached", None)
+    return row
+
+
+class _LogFile:
+    """Appends one line per epoch to RUN_DIR/train.log (workers have no terminal)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, event) -> None:
+        from .console import format_epoch
+        from .events import EpochEnded, Notice
+
+        if isinstance(event, EpochEnded):
+            line = format_epoch(event.metrics)
+        elif isinstance(event, Notice):
+            line = f"warning: {event.message}"
+        else:
+            return
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+
+
+def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
+    """The run's evaluation, from RUN_DIR/result.json when it matches (same epoch, k, seed), else computed."""
+    from .analysis import analyse_run
+    from .checkpoint import atomic_write_bytes, load_checkpoint
+    from .evaluate import evaluate_run
+    from .trainer import METRICS
+
+    epoch = load_checkpoint(run_dir).epoch
+    key = {"epoch": epoch, "iwae_k": spec.iwae_k, "eval_seed": spec.eval_seed, "test_size": config.test_size}
+    path = run_dir / RESULT
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                return {**saved["row"], "_cached": True}
+        except (ValueError, KeyError, TypeError):
+            pass  # torn or old: evaluate again
+    quiet = lambda *_: None  # noqa: E731
+    ev = evaluate_run(run_dir, iwae_k=spec.iwae_k, seed=spec.eval_seed, device=spec.device, data_dir=spec.data_dir,
+                      pictures=True, log=quiet, progress=False)
+    an = analyse_run(run_dir, device=spec.device, data_dir=spec.data_dir, seed=spec.eval_seed)
+    seconds, rates = 0.0, []
+    metrics = run_dir / METRICS
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            try:
+                m = json.loads(line)
+            except ValueError:
+                continue
+            seconds += m["seconds"]
+            rates.append(m["examples_per_s"])
+    row = {"epochs": epoch, "test_loss": ev["test_loss"], "test_recon": ev["test_recon"], "test_kl": ev["test_kl"],
+           "iwae_nll": ev["iwae_nll"], "iwae_k": spec.iwae_k if ev["iwae_nll"] is not None else None,
+           "active_units": ev["active_units"], "sharpness": an["sharpness_recon"],
+           "sharpness_samples": an["sharpness_samples"], "mutual_info": an["mutual_info"], "marginal_kl": an["marginal_kl"],
+           "train_seconds": seconds, "examples_per_s": sum(rates) / len(rates) if rates else None}
+    atomic_write_bytes(path, lambda f: f.write(json.dumps({"key": key, "row": row}, indent=2).encode()))
+    return {**row, "_cached": False}
+
+
+# ---- executors ------------------------------------------------------------------------------------
+def _init_worker(env: dict) -> None:
+    os.environ.update(env)
+
+
+def _thread_env(threads: int) -> dict:
+    n = str(max(1, threads))
+    return {k: n for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def _run_slots(specs: list[RunSpec], slot_envs: list[dict], on_done) -> list[dict]:
+    """Run specs over len(slot_envs) single-process workers (spawned, each with its environment)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    todo: queue.Queue = queue.Queue()
+    for i, s in enumerate(specs):
+        todo.put((i, s))
+    rows: list[dict | None] = [None] * len(specs)
+    ctx = multiprocessing.get_context("spawn")
+
+    def slot(env):
+        pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(env,))
+        try:
+            while True:
+                try:
+                    i, spec = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    row = pool.submit(run_one, spec).result()
+                except BrokenProcessPool as err:  # the worker died (killed, out of memory): report, start a new one
+                    row = {**_blank(spec), "error": f"worker process died ({err})"}
+                    pool.shutdown(cancel_futures=True)
+                    pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(env,))
+                rows[i] = row
+                on_done(row)
+        finally:
+            pool.shutdown()
+
+    threads = [threading.Thread(target=slot, args=(env,), daemon=True) for env in slot_envs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)  # short joins keep Ctrl-C responsive
+    return rows
+
+
+def _blank(spec: RunSpec) -> dict:
+    c = spec.config
+    return {"model": c["model"], "latent": c["latent"], "seed": c["seed"], "run_dir": spec.run_dir, "status": "failed",
+            "epochs": 0}
+
+
+def _ray_connect(address: str, timeout: float = 15.0):
+    try:
+        import ray
+    except ImportError:
+        raise CuvaeError("--ray needs Ray: pip install 'cuvae[ray]' (or pip install ray)") from None
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled") if address == "local" else None
+    if address not in ("auto", "local"):
+        import socket
+
+        host, _, port = address.rpartition(":")
+        host = host.removeprefix("ray://") or address
+        try:
+            socket.create_connection((host, int(port or 6379)), timeout=timeout).close()
+        except (OSError, ValueError) as err:
+            raise CuvaeError(f"--ray {address}: cannot reach a Ray head there ({err}); start one with "
+                             f"'ray start --head' or pass --ray auto for the local one") from None
+    try:
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
+    except ConnectionError as err:
+        raise CuvaeError(f"--ray {address}: {err}; start a head with 'ray start --head', or use --ray local "
+                         f"for a private instance on this machine") from None
+    return ray
+
+
+def _run_ray(specs: list[RunSpec], address: str, cpus: float, gpu: bool, on_done) -> list[dict]:
+    ray = _ray_connect(address)
+    task = ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0, max_retries=0)(run_one)
+    pending = {task.remote(s): i for i, s in enumerate(specs)}
+    rows: list[dict | None] = [None] * len(specs)
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        i = pending.pop(done[0])
+        try:
+            row = ray.get(done[0])
+        except Exception as err:  # noqa: BLE001 - a lost worker or node: report the run
+            row = {**_blank(specs[i]), "error": f"Ray task failed: {str(err).splitlines()[0]}"}
+        rows[i] = row
+        on_done(row)
+    return rows
+
+
+# ---- the sweep ------------------------------------------------------------------------------------
+def plan(config_for, latents, seeds, models, out: Path, **spec_kw) -> list[RunSpec]:
+    """One RunSpec per (model, latent, seed); ``config_for(model, latent, seed)`` gives its TrainConfig."""
+    specs = []
+    for model in models:
+        for latent in latents:
+            for seed in seeds:
+                cfg = config_for(model, latent, seed)
+                specs.append(RunSpec(str(out / run_name(model, latent, seed)), cfg.to_dict(), **spec_kw))
+    return specs
+
+
+def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_args=(), device="cpu", data_dir=None,
+              iwae_k: int = 100, eval_seed: int = 0, jobs: int = 1, gpus=None, ray=None, ray_cpus: float = 1,
+              pictures: bool = True, log=None) -> list[dict]:
+    """Run a sweep and write SWEEP_DIR/results.{csv,json,md} (and latent_comparison.png); returns the rows.
+
+    ``train_args`` are cuvae-train options (e.g. ``["--recipe", "chapter", "--epochs", "10"]``),
+    parsed by the training CLI's own parser. ``jobs`` worker processes on the CPU; ``gpus``
+    a list of device ids, one worker process each; ``ray`` "auto", "local" or an address (an
+    existing ``ray.init`` in this process is used as it is). ``log`` gets one line per run.
+    """
+    from .train import build_parser, config_from_args
+
+    out = Path(out)
+    base = build_parser().parse_args(list(train_args))
+    if gpus:
+        device = "gpu"
+
+    def config_for(model, latent, seed):
+        ns = argparse.Namespace(**vars(base))
+        ns.model, ns.latent, ns.seed = model, latent, seed
+        return config_from_args(ns)
+
+    specs = plan(config_for, latents, seeds, models, out, device=device,
+                 data_dir=str(data_dir) if data_dir else None, iwae_k=iwae_k, eval_seed=eval_seed)
+    out.mkdir(parents=True, exist_ok=True)
+    log = log or (lambda *_: None)
+    lock = threading.Lock()
+    count = [0]
+
+    def on_done(row):
+        with lock:
+            count[0] += 1
+            log(_row_line(row, count[0], len(specs)))
+
+    if ray:
+        rows = _run_ray(specs, ray, ray_cpus, device == "gpu", on_done)
+    elif gpus:
+        rows = _run_slots(specs, [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus], on_done)
+    elif jobs > 1:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        rows = _run_slots(specs, [_thread_env(threads)] * jobs, on_done)
+    else:
+        rows = []
+        for spec in specs:
+            log(f"[{len(rows) + 1}/{len(specs)}] {spec.name} ...")
+            rows.append(run_one(spec))
+            on_done(rows[-1])
+    write_results(out, rows, iwae_k)
+    if pictures and any(r["status"] != "failed" for r in rows):
+        from .show import latent_comparison
+
+        latent_comparison(out, rows, device=device, data_dir=data_dir)
+    return rows
+
+
+def _row_line(row, i, n) -> str:
+    head = f"[{i}/{n}] {run_name(row['model'], row['latent'], row['seed'])}: {row['status']}"
+    if row["status"] == "failed":
+        return f"{head}: {row['error']}"
+    return f"{head}, {row['epochs']} epochs, test -ELBO {row['test_loss']:.2f}, active {row['active_units']}"
+
+
+# ---- results files ----------------------------------------------------------------------------------
+def summarise(rows: list[dict]) -> list[dict]:
+    """One row per (model, latent): mean and (sample) std over the seeds that did not fail."""
+    groups: dict = {}
+    for r in rows:
+        if r["status"] != "failed":
+            groups.setdefault((r["model"], r["latent"]), []).append(r)
+    out = []
+    for (model, latent), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "vae", kv[0][0], kv[0][1])):
+        s = {"model": model, "latent": latent, "seeds": [r["seed"] for r in rs]}
+        for key, _, _ in SUMMARY:
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            if vals:
+                mean = sum(vals) / len(vals)
+                std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+                s[key], s[key + "_std"] = mean, std
+            else:
+                s[key], s[key + "_std"] = None, None
+        out.append(s)
+    return out
+
+
+def _cell(s, key, fmt) -> str:
+    if s[key] is None:
+        return "-"
+    text = format(s[key], fmt)
+    return f"{text} ± {format(s[key + '_std'], fmt)}" if len(s["seeds"]) > 1 else text
+
+
+def write_results(out: Path, rows: list[dict], iwae_k: int) -> None:
+    from .checkpoint import atomic_write_bytes
+
+    out = Path(out)
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS})
+    atomic_write_bytes(out / "results.csv", lambda f: f.write(buf.getvalue().encode()))
+    summary = summarise(rows)
+    atomic_write_bytes(out / "results.json", lambda f: f.write(
+        json.dumps({"runs": rows, "summary": summary, "iwae_k": iwae_k}, indent=2).encode()))
+    atomic_write_bytes(out / "results.md", lambda f: f.write(markdown_table(summary, rows, iwae_k).encode()))
+
+
+def _headers(iwae_k):
+    return ["model", "latent", "seeds"] + [f"IWAE NLL (k={iwae_k})" if k == "iwae_nll" else h for k, h, _ in SUMMARY]
+
+
+def markdown_table(summary, rows, iwae_k) -> str:
+    heads = _headers(iwae_k)
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" if i < 1 else "---:" for i in range(len(heads))) + "|"]
+    for s in summary:
+        cells = [s["model"], str(s["latent"]), str(len(s["seeds"]))] + [_cell(s, k, f) for k, _, f in SUMMARY]
+        lines.append("| " + " | ".join(cells) + " |")
+    failed = [r for r in rows if r["status"] == "failed"]
+    notes = ["", f"Mean ± sample standard deviation over seeds. Losses in nats per test example; IWAE with k={iwae_k} "
+                 "importance samples; sharpness = Laplacian energy relative to the test digits' own (1.0 = as sharp as "
+                 "the data); MI + marginal KL = KL (ELBO surgery on the test set)."]
+    notes += [f"- failed: {run_name(r['model'], r['latent'], r['seed'])}: {r['error']}" for r in failed]
+    return "\n".join(lines + notes) + "\n"
+
+
+def rich_table(summary, iwae_k, title="sweep"):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, h in enumerate(_headers(iwae_k)):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for s in summary:
+        table.add_row(s["model"], str(s["latent"]), str(len(s["seeds"])), *[_cell(s, k, f) for k, _, f in SUMMARY])
+    return table
+
+
+# ---- command line -------------------------------------------------------------------------------------
+EPILOG = """\
+examples:
+  cuvae-sweep --latent 2 5 8 20 --seeds 1 2 --epochs 10 --recipe chapter --out sweeps/chapter --jobs 2
+  cuvae-sweep --latent 2 20 --with-ae --out sweeps/ae               # add plain-autoencoder baselines
+  cuvae-sweep --latent 2 5 8 20 --device gpu --gpus 0 1 --out sweeps/gpu
+  cuvae-sweep --latent 2 5 8 20 --ray auto --out /shared/sweeps/x    # Ray cluster (shared storage)
+Run the same command again to skip finished runs and resume unfinished ones.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import build_parser as train_parser
+
+    base = train_parser()
+    p = argparse.ArgumentParser(prog="cuvae-sweep", parents=[base], conflict_handler="resolve", add_help=False,
+                                description="Train one cuvae model per latent size and seed, evaluate and compare them. "
+                                            "Every cuvae-train option passes through to each run.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = p.add_argument_group("sweep")
+    s.add_argument("--latent", type=positive_int, nargs="+", default=[2, 5, 8, 20], metavar="L",
+                   help="latent sizes (default 2 5 8 20)")
+    s.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="S", help="seeds, one run each (default 1)")
+    s.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    s.add_argument("--with-ae", action="store_true", help="also train the plain autoencoder (--model ae) for each run, "
+                                                          "the blurriness baseline")
+    s.add_argument("--out", type=Path, required=True, metavar="SWEEP_DIR", help="folder for the runs and the results")
+    s.add_argument("--iwae-k", type=positive_int, default=100, help="importance samples per test example (default 100)")
+    s.add_argument("--jobs", type=positive_int, default=1, help="worker processes on the CPU (default 1)")
+    s.add_argument("--gpus", type=int, nargs="+", metavar="ID", help="GPU ids, one worker process each (implies --device gpu)")
+    s.add_argument("--ray", metavar="ADDRESS", help="run each run as a Ray task: auto (a running local cluster), local "
+                                                    "(start a private one) or HOST:PORT (needs cuvae[ray])")
+    s.add_argument("--ray-cpus", type=float, default=1, metavar="N", help="CPUs each Ray task asks for (default 1)")
+    s.add_argument("--no-pictures", action="store_true", help="do not write latent_comparison.png")
+    s.add_argument("--json", action="store_true", help="print the rows as one JSON object on stdout")
+    s.add_argument("--resume", help=argparse.SUPPRESS)
+    return p
+
+
+def _train_argv(args) -> list[str]:
+    """The pass-through training options as cuvae-train argv (None = not given)."""
+    argv = []
+    for opt in ("recipe", "hidden", "likelihood", "model", "init", "epochs", "batch_size", "lr", "beta", "kl_warmup",
+                "clip_norm", "dtype", "dataset", "binarize", "train_size", "test_size"):
+        v = getattr(args, opt)
+        if v is None:
+            continue
+        flag = "--" + opt.replace("_", "-")
+        argv += [flag, *map(str, v)] if isinstance(v, list) else [flag, str(v)]
+    return argv
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.resume is not None:
+        raise CuvaeError("cuvae-sweep resumes by itself: run the same command (same --out) again")
+    if args.seed is not None:
+        raise CuvaeError(f"cuvae-sweep takes --seeds (one run per seed): pass --seeds {args.seed}")
+    if sum(bool(x) for x in (args.jobs > 1, args.gpus, args.ray)) > 1:
+        raise CuvaeError("choose one of --jobs, --gpus and --ray")
+    if args.out.exists() and not args.out.is_dir():
+        raise CuvaeError(f"--out {args.out} is a file; pass a folder")
+    models = [args.model or "vae"]
+    if args.with_ae and "ae" not in models:
+        models.append("ae")
+    train_argv = [a for a in _train_argv(args)]
+    if "--model" in train_argv:
+        i = train_argv.index("--model")
+        del train_argv[i:i + 2]
+    console = stderr_console()
+    # fail fast on a bad option combination (the recipe, the data folder) before starting workers
+    from .train import build_parser as train_parser, config_from_args
+
+    config_from_args(train_parser().parse_args(train_argv))
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise CuvaeError(f"--data-dir {args.data_dir} is not a folder")
+    device = args.device
+    if args.jobs > 1 or args.ray:
+        device = "cpu" if device == "auto" and not args.ray else device
+    n = len(models) * len(args.latent) * len(args.seeds)
+    how = f"{args.jobs} worker processes" if args.jobs > 1 else f"GPUs {args.gpus}" if args.gpus else \
+        f"Ray ({args.ray})" if args.ray else "one at a time"
+    console.print(f"sweep: {n} runs ({', '.join(models)} x latent {args.latent} x seeds {args.seeds}), {how}, into {args.out}")
+    t0 = time.perf_counter()
+    try:
+        rows = run_sweep(args.out, args.latent, args.seeds, models=models, train_args=train_argv, device=device,
+                         data_dir=args.data_dir, iwae_k=args.iwae_k, jobs=args.jobs, gpus=args.gpus, ray=args.ray,
+                         ray_cpus=args.ray_cpus, pictures=not args.no_pictures, log=console.print)
+    except KeyboardInterrupt:
+        console.print(f"interrupted; finished runs and checkpoints are kept: run the same command again to resume")
+        return 130
+    summary = summarise(rows)
+    if args.json:
+        print(json.dumps({"runs": rows, "summary": summary}))
+    else:
+        from rich.console import Console
+
+        out_console = Console()
+        if not out_console.is_terminal:
+            out_console = Console(width=200)  # a file or pipe: do not squeeze the table into 80 columns
+        out_console.print(rich_table(summary, args.iwae_k, title=f"{args.out} ({time.perf_counter() - t0:.0f} s)"))
+    failed = [r for r in rows if r["status"] == "failed"]
+    written = "results.csv, results.json, results.md" + ("" if args.no_pictures else ", latent_comparison.png")
+    console.print(f"wrote {written} in {args.out}")
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(rows)} runs failed[/] (see above); fix the cause and run again")
+        return 1
+    return 0
+
+
+def cli() -> int:
+    return run_main(main)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,197 @@
+"""cuvae.sweep: results files, skip/resume (also after an interruption), failure isolation, workers, Ray.
+
+Tiny models on the bundled MNIST subset: --hidden 16, 200 training examples, 1-2 epochs.
+"""
+
+import csv
+import json
+import os
+import tempfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cuvae import sweep
+from cuvae.checkpoint import CHECKPOINT, load_checkpoint
+from cuvae.data import SUBSET_DIR
+
+TINY = ["--hidden", "16", "--train-size", "200", "--test-size", "60", "--batch-size", "50"]
+VALUE_KEYS = ("test_loss", "test_recon", "test_kl", "iwae_nll", "active_units", "sharpness", "sharpness_samples",
+              "mutual_info", "marginal_kl")
+
+
+def sweep_rows(out, epochs=1, **kw):
+    kw.setdefault("latents", (2, 3))
+    kw.setdefault("seeds", (1,))
+    return sweep.run_sweep(out, train_args=TINY + ["--epochs", str(epochs)], device="cpu", data_dir=SUBSET_DIR,
+                           iwae_k=5, **kw)
+
+
+def same_values(a, b, rtol=1e-5):
+    """Rows agree on every evaluation figure (timings aside); rtol covers BLAS thread-count rounding."""
+    assert [(r["model"], r["latent"], r["seed"]) for r in a] == [(r["model"], r["latent"], r["seed"]) for r in b]
+    for ra, rb in zip(a, b):
+        for k in VALUE_KEYS:
+            if ra[k] is None:
+                assert rb[k] is None, k
+            else:
+                assert rb[k] == pytest.approx(ra[k], rel=rtol, abs=1e-6), (ra["run_dir"], k)
+
+
+@pytest.fixture(scope="module")
+def first_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    rows = sweep_rows(out, models=("vae", "ae"))
+    return out, rows
+
+
+def test_results_files(first_sweep):
+    out, rows = first_sweep
+    assert [(r["model"], r["latent"], r["status"]) for r in rows] == \
+        [("vae", 2, "trained"), ("vae", 3, "trained"), ("ae", 2, "trained"), ("ae", 3, "trained")]
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    for col in ("latent", "seed", "test_loss", "iwae_nll", "active_units", "sharpness"):
+        assert col in table[0]
+    assert len(table) == 4
+    assert float(table[0]["test_loss"]) == pytest.approx(rows[0]["test_loss"])
+    assert table[2]["iwae_nll"] == ""  # the autoencoder has no likelihood bound
+    for r in rows:
+        assert r["test_loss"] > 0 and 0 < r["sharpness"] < 5 and r["epochs"] == 1
+        assert (out / sweep.run_name(r["model"], r["latent"], r["seed"]) / CHECKPOINT).exists()
+    vae = rows[0]
+    # ELBO surgery: MI + marginal KL estimate the average KL; MI <= log N
+    assert vae["mutual_info"] + vae["marginal_kl"] == pytest.approx(vae["test_kl"], abs=0.5)
+    assert vae["mutual_info"] <= np.log(60) + 1e-6
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["runs"]) == 4 and len(data["summary"]) == 4 and data["iwae_k"] == 5
+    md = (out / "results.md").read_text()
+    assert "| vae | 2 |" in md and "IWAE NLL (k=5)" in md and "| ae | 3 |" in md
+    with Image.open(out / "latent_comparison.png") as im:
+        # rows: data + 4 reconstructions + 2 VAE prior rows; 10 digit classes; scale 2 (56 px + 2 pad)
+        assert im.height == 16 + 7 * 58 + 2
+        from cuvae.data import load_dataset
+
+        labels = load_dataset("mnist", data_dir=SUBSET_DIR, train_size=1, test_size=60, progress=False,
+                              log=lambda *_: None).test_y
+        classes = len(set(labels.tolist()))  # one column per digit class present
+        assert classes * 58 + 2 < im.width < classes * 58 + 2 + 120
+
+
+def test_second_run_skips_finished(first_sweep):
+    out, rows = first_sweep
+    stamp = {r["run_dir"]: os.stat(os.path.join(r["run_dir"], CHECKPOINT)).st_mtime_ns for r in rows}
+    again = sweep_rows(out, models=("vae", "ae"), pictures=False)
+    assert [r["status"] for r in again] == ["skipped"] * 4
+    assert {r["run_dir"]: os.stat(os.path.join(r["run_dir"], CHECKPOINT)).st_mtime_ns for r in again} == stamp
+    same_values(rows, again, rtol=0)
+
+
+def test_more_epochs_resumes_and_matches_a_straight_run(tmp_path, first_sweep):
+    out, _ = first_sweep
+    resumed = sweep_rows(out, epochs=2, latents=(2,), pictures=False)
+    assert resumed[0]["status"] == "resumed" and resumed[0]["epochs"] == 2
+    straight = sweep_rows(tmp_path / "straight", epochs=2, latents=(2,), pictures=False)
+    same_values(straight, resumed, rtol=0)
+    a = load_checkpoint(out / "vae-z2-s1").params
+    b = load_checkpoint(tmp_path / "straight" / "vae-z2-s1").params
+    assert np.array_equal(a, b)
+
+
+def test_run_interrupted_mid_way_is_resumed(tmp_path):
+    """A sweep killed during epoch 2 of 2 left a checkpoint of epoch 1: the next sweep finishes it."""
+    from cuvae.backend import get_backend
+    from cuvae.data import load_dataset
+    from cuvae.events import EpochEnded
+    from cuvae.train import build_parser, config_from_args
+    from cuvae.trainer import Trainer
+
+    args = build_parser().parse_args(TINY + ["--epochs", "2", "--latent", "2", "--seed", "1"])
+    config = config_from_args(args)
+    data = load_dataset("mnist", data_dir=SUBSET_DIR, train_size=200, test_size=60, progress=False, log=lambda *_: None)
+    run_dir = tmp_path / "sweep" / "vae-z2-s1"
+    trainer = Trainer(config, get_backend("cpu"), data, run_dir)
+    trainer.listeners.append(lambda e: trainer.stop() if isinstance(e, EpochEnded) else None)
+    assert trainer.run().reason == "stopped"
+    assert load_checkpoint(run_dir).epoch == 1
+    rows = sweep_rows(tmp_path / "sweep", epochs=2, latents=(2,), pictures=False)
+    assert rows[0]["status"] == "resumed" and rows[0]["epochs"] == 2
+    straight = sweep_rows(tmp_path / "straight", epochs=2, latents=(2,), pictures=False)
+    assert np.array_equal(load_checkpoint(run_dir).params, load_checkpoint(tmp_path / "straight" / "vae-z2-s1").params)
+    same_values(straight, rows, rtol=0)
+
+
+def test_a_failed_run_does_not_stop_the_others(tmp_path):
+    bad = tmp_path / "s" / "vae-z2-s1"
+    bad.mkdir(parents=True)
+    (bad / CHECKPOINT).write_bytes(b"not a zip file")
+    rows = sweep_rows(tmp_path / "s", pictures=False)
+    assert [r["status"] for r in rows] == ["failed", "trained"]
+    assert "damaged" in rows[0]["error"]
+    assert "failed: vae-z2-s1" in (tmp_path / "s" / "results.md").read_text()
+    assert [r["latent"] for r in sweep.summarise(rows)] == [3]
+
+
+def test_changed_options_are_refused_for_an_existing_run(first_sweep):
+    out, _ = first_sweep
+    rows = sweep.run_sweep(out, latents=(3,), seeds=(1,), train_args=TINY + ["--epochs", "1", "--lr", "0.01"],
+                           device="cpu", data_dir=SUBSET_DIR, iwae_k=5, pictures=False)
+    assert rows[0]["status"] == "failed" and "lr=0.01" in rows[0]["error"] and "new --out" in rows[0]["error"]
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_rows(tmp_path, first_sweep):
+    _, rows = first_sweep
+    parallel = sweep_rows(tmp_path / "p", jobs=2, pictures=False)
+    assert [r["status"] for r in parallel] == ["trained"] * 2
+    same_values(rows[:2], parallel)
+
+
+def test_cli_errors(tmp_path, capsys):
+    from cuvae.sweep import cli, main
+
+    def run(*argv):
+        import sys
+
+        old = sys.argv
+        try:
+            code = sweep.run_main(main, list(argv))
+        finally:
+            sys.argv = old
+        return code, capsys.readouterr().err
+
+    code, err = run("--out", str(tmp_path), "--seed", "3")
+    assert code == 2 and "--seeds 3" in err
+    code, err = run("--out", str(tmp_path), "--resume", "x")
+    assert code == 2 and "same command" in err
+    code, err = run("--out", str(tmp_path), "--jobs", "2", "--ray", "auto")
+    assert code == 2 and "one of --jobs" in err
+    (tmp_path / "file").write_text("x")
+    code, err = run("--out", str(tmp_path / "file"))
+    assert code == 2 and "is a file" in err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--latent", "0"])
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    code = sweep.main(["--out", str(tmp_path / "c"), "--latent", "2", "--epochs", "1", "--data-dir", str(SUBSET_DIR),
+                       "--device", "cpu", "--iwae-k", "3", "--json", "--no-pictures", *TINY])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["runs"][0]["latent"] == 2 and data["runs"][0]["iwae_k"] == 3
+    assert not (tmp_path / "c" / "latent_comparison.png").exists()
+
+
+@pytest.mark.slow  # Ray's start-up and worker imports: ~30 s idle, ~100 s on 2 busy cores
+def test_ray_gives_the_same_rows(tmp_path, first_sweep):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'cuvae[ray]'); the Ray path is untested")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    try:
+        rows = sweep_rows(tmp_path / "r", ray="auto", pictures=False)
+    finally:
+        ray.shutdown()
+    assert [r["status"] for r in rows] == ["trained"] * 2, [r["error"] for r in rows]
+    same_values(first_sweep[1][:2], rows)
