@@ -9,6 +9,7 @@ from .errors import CuvaeError
 from .model import Arch
 
 BINARIZE = ("none", "static", "dynamic")
+ARCH_TYPES = ("mlp", "conv")
 DTYPES = ("float32", "float64")
 
 # A recipe fills every option the user did not give on the command line.
@@ -42,23 +43,60 @@ class TrainConfig:
     train_size: int | None = None
     test_size: int | None = None
     dtype: str = "float32"
+    arch_type: str = "mlp"  # "mlp" (cuvae.model.VAE) or "conv" (cuvae.conv_model.ConvVAE)
+    channels: tuple[int, ...] = (32, 64, 128)  # conv only: channels of the stride-2 convolutions
+    image_shape: tuple[int, ...] | None = None  # (C, H, W); None: looked up from the dataset
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
+        self.channels = tuple(int(c) for c in self.channels)
+        if self.arch_type not in ARCH_TYPES:
+            raise CuvaeError(f"unknown --arch {self.arch_type!r}; choose one of: {', '.join(ARCH_TYPES)}")
+        if self.image_shape is None:
+            from .images import dataset_image_shape
+
+            self.image_shape = dataset_image_shape(self.dataset)
+        self.image_shape = tuple(int(v) for v in self.image_shape)
 
     @classmethod
     def from_recipe(cls, recipe: str = "default", **overrides) -> "TrainConfig":
         if recipe not in RECIPES:
             raise CuvaeError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
         values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(recipe=recipe, **values)
+        config = cls(recipe=recipe, **values)
+        # colour images with the conv model: a discretised logistic (bits/dim) unless asked otherwise
+        if (overrides.get("likelihood") is None and config.arch_type == "conv" and config.image_shape[0] == 3
+                and config.likelihood == "bernoulli"):
+            config.likelihood = "logistic"
+        return config
 
     @property
-    def arch(self) -> Arch:
-        return Arch(in_dim=784, hidden=self.hidden, latent=self.latent, likelihood=self.likelihood, kind=self.model)
+    def arch(self):
+        """The MLP's :class:`Arch` or the conv model's :class:`ConvArch`, sized for the dataset's images."""
+        from math import prod
+
+        if self.arch_type == "conv":
+            from .conv_model import CONV_LIKELIHOODS, ConvArch
+
+            if self.likelihood not in CONV_LIKELIHOODS:
+                raise CuvaeError(f"--likelihood {self.likelihood} is not available for --arch conv; "
+                                 f"choose one of: {', '.join(CONV_LIKELIHOODS)}")
+            try:
+                return ConvArch(image_shape=self.image_shape, channels=self.channels, latent=self.latent,
+                                likelihood=self.likelihood, kind=self.model)
+            except ValueError as err:
+                raise CuvaeError(f"--arch conv: {err}") from None
+        if self.likelihood not in ("bernoulli", "gaussian"):
+            raise CuvaeError(f"--likelihood {self.likelihood} needs --arch conv; the MLP has bernoulli and gaussian")
+        return Arch(in_dim=prod(self.image_shape), hidden=self.hidden, latent=self.latent,
+                    likelihood=self.likelihood, kind=self.model)
 
     def build_model(self, ops):
         """The model this config describes, on a backend's ops."""
+        if self.arch_type == "conv":
+            from .conv_model import ConvVAE
+
+            return ConvVAE(self.arch, ops, self.dtype)
         from .model import VAE
 
         return VAE(self.arch, ops, self.dtype)
@@ -66,6 +104,8 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
+        d["channels"] = list(self.channels)
+        d["image_shape"] = list(self.image_shape)
         return d
 
     def to_json(self) -> str:
@@ -77,4 +117,4 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     # Options that define the model's parameters; a checkpoint must agree on them.
-    ARCH_KEYS = ("dataset", "model", "hidden", "latent", "likelihood")
+    ARCH_KEYS = ("dataset", "model", "hidden", "latent", "likelihood", "arch_type", "channels")

@@ -262,7 +262,12 @@ def load_dataset(name: str = "mnist", data_dir=None, train_size: int | None = No
     messages; ``progress`` shows a rich progress bar on stderr while downloading
     (with ``progress=False`` downloads are reported through ``log`` instead).
     """
-    log = log or (lambda message: None)
+    if log is None:
+        log = lambda message: None  # noqa: E731
+    from cuvae import images as _images
+
+    if _images.is_image_dataset(name):  # cifar10 and folder:PATH live in cuvae.images
+        return _images.load_image_dataset(name, data_dir, train_size, test_size, download, progress, log)
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")

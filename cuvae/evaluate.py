@@ -59,19 +59,28 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=0, device="auto",
     else:
         result["iwae_nll"] = None
     result["iwae_k"] = iwae_k
+    if cfg.likelihood == "logistic":  # discrete over the 256 levels: bits per subpixel
+        from .conv_model import bits_per_dim
+
+        result["test_bpd"] = bits_per_dim(result["test_loss"], model.arch.in_dim)
+        if result["iwae_nll"] is not None:
+            result["iwae_bpd"] = bits_per_dim(result["iwae_nll"], model.arch.in_dim)
     if cfg.likelihood == "gaussian":
         norm = evaluation.gaussian_log_norm(model.arch.in_dim)
         result["gaussian_nll_offset"] = norm
         result["test_loss_normalised"] = result["test_loss"] + norm
     if pictures:
         writer = PictureWriter(run_dir)
+        from .render import to_display
+
         shape = tuple(data.image_shape)
-        recon = evaluation.reconstruct(model, P, x[:PREVIEW], shape)
-        originals = backend.to_host(x[:PREVIEW]).reshape((-1, *shape))
+        recon = to_display(evaluation.reconstruct(model, P, x[:PREVIEW], shape), shape)
+        originals = to_display(backend.to_host(x[:PREVIEW]), shape)
         import numpy as np
 
         writer(SamplesReady("reconstructions", np.concatenate([originals, recon]), ckpt.epoch))
-        writer(SamplesReady("samples", evaluation.prior_samples(model, P, 16, seed=seed, shape=shape), ckpt.epoch))
+        samples = evaluation.prior_samples(model, P, 16, seed=seed, shape=shape)
+        writer(SamplesReady("samples", to_display(samples, shape), ckpt.epoch))
     return result
 
 
