@@ -44,12 +44,53 @@ class Backend:
             self.xp.cuda.Device().synchronize()
 
 
-def _cpu_backend() -> Backend:
-    from .ops import NumpyOps
+def set_cpu_threads(n: int) -> None:
+    """Use ``n`` threads for BLAS (through threadpoolctl) and for the numba kernels."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise BackendError("--threads needs threadpoolctl to set the BLAS threads: pip install threadpoolctl, "
+                           "or set OMP_NUM_THREADS before starting") from None
+    threadpool_limits(limits=n, user_api="blas")
+    try:
+        from . import cpu_ops
+    except ImportError:
+        return
+    if n > cpu_ops.numba.config.NUMBA_NUM_THREADS:
+        raise BackendError(f"--threads {n}: numba was started with at most {cpu_ops.numba.config.NUMBA_NUM_THREADS} "
+                           f"threads (the CPU count or NUMBA_NUM_THREADS); pass --threads "
+                           f"{cpu_ops.numba.config.NUMBA_NUM_THREADS} or less")
+    cpu_ops.set_threads(n)
 
+
+def blas_threads() -> int | None:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
+def _cpu_backend(threads: int | None = None, log: Callable[[str], None] | None = None) -> Backend:
     import platform
 
-    return Backend("cpu", np, NumpyOps(), f"CPU ({platform.processor() or platform.machine()}, NumPy)")
+    if threads is not None:
+        set_cpu_threads(threads)
+    try:
+        from .cpu_ops import NumbaOps
+    except ImportError:  # numba is a core dependency; this is the fallback, not the plan
+        from .ops import NumpyOps
+
+        ops, engine = NumpyOps(), "NumPy"
+        if log:
+            log("numba is not installed: using plain NumPy ops (about 2x slower a step); pip install numba")
+    else:
+        ops, engine = NumbaOps(), "NumPy + numba kernels"
+    n = blas_threads()
+    where = platform.processor() or platform.machine()
+    blas = f", {n} BLAS thread{'s' if n > 1 else ''}" if n else ""
+    return Backend("cpu", np, ops, f"CPU ({where}, {engine}{blas})")
 
 
 def _gpu_backend() -> Backend:
@@ -62,25 +103,29 @@ def _gpu_backend() -> Backend:
             "--device gpu: CuPy is installed but no CUDA device is visible (no NVIDIA GPU or driver, "
             "or CUDA_VISIBLE_DEVICES hides it); check nvidia-smi, or use --device cpu"
         )
-    from .ops import CupyOps
+    from .cuda_ops import CupyOps
 
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
     return Backend("gpu", cupy, CupyOps(), f"GPU {cupy.cuda.Device().id} ({name}, CuPy {cupy.__version__})")
 
 
-def get_backend(device: str = "auto", log: Callable[[str], None] | None = None) -> Backend:
-    """Resolve ``cpu``, ``gpu`` or ``auto``; ``auto`` says in one line what it picked."""
+def get_backend(device: str = "auto", log: Callable[[str], None] | None = None,
+                threads: int | None = None) -> Backend:
+    """Resolve ``cpu``, ``gpu`` or ``auto``; ``auto`` says in one line what it picked.
+
+    ``threads`` sets the CPU backend's BLAS and kernel threads (ignored on the GPU).
+    """
     if device not in DEVICES:
         raise BackendError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "cpu":
-        return _cpu_backend()
+        return _cpu_backend(threads, log)
     if device == "gpu":
         return _gpu_backend()
     try:
         backend = _gpu_backend()
     except BackendError:
-        backend = _cpu_backend()
+        backend = _cpu_backend(threads, log)
         if log:
             log(f"device: {backend.device_name} (no usable GPU found; --device gpu says why)")
         return backend

@@ -9,9 +9,9 @@ Conventions (one for the whole package):
 - ``logvar`` is log sigma^2, so sigma = exp(0.5 * logvar) in sampler, KL and gradients;
 - the decoder emits *logits*; Bernoulli NLL is softplus(l) - x*l, never log(sigmoid).
 
-:class:`NumpyOps` is the specification. :class:`CupyOps` runs the same code on
-CuPy (and is where fused CUDA kernels override hot ops, each tested against
-its NumPy twin).
+:class:`NumpyOps` is the specification. :class:`cuvae.cuda_ops.CupyOps` runs the
+same code on CuPy and :class:`cuvae.cpu_ops.NumbaOps` on fused CPU kernels; both
+override hot ops, each tested against its NumPy twin here.
 """
 
 from __future__ import annotations
@@ -144,11 +144,3 @@ class NumpyOps:
         tmp *= lr / bc1
         p -= tmp
 
-
-class CupyOps(NumpyOps):
-    """The same ops on CuPy; fused CUDA kernels override hot ops here."""
-
-    def __init__(self):
-        import cupy
-
-        self.xp = cupy

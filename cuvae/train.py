@@ -24,12 +24,14 @@ Ctrl-C stops after the current step and keeps the last complete checkpoint.
 
 def build_parser() -> argparse.ArgumentParser:
     from .backend import DEVICES
-    from .config import BINARIZE, DTYPES, RECIPES
+    from .config import ARCH_TYPES, BINARIZE, DTYPES, RECIPES
+    from .conv_model import CONV_LIKELIHOODS
+    from .images import dataset_arg
     from .data import DATASETS
     from .model import LIKELIHOODS, MODEL_KINDS
     from .params import INITS
 
-    p = argparse.ArgumentParser(prog="cuvae-train", description="Train a hand-written VAE on MNIST or Fashion-MNIST.",
+    p = argparse.ArgumentParser(prog="cuvae-train", description="Train a hand-written VAE on MNIST, Fashion-MNIST, CIFAR-10 or a folder of images.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("model (defaults come from --recipe)")
     m.add_argument("--recipe", choices=list(RECIPES), default=None,
@@ -37,7 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "Glorot init), pytorch-example (400-20, Bernoulli, batch 128); default: default")
     m.add_argument("--latent", type=positive_int, help="latent dimensions (default 8)")
     m.add_argument("--hidden", type=positive_int, nargs="+", metavar="N", help="encoder hidden sizes; the decoder mirrors them (default 256 128)")
-    m.add_argument("--likelihood", choices=LIKELIHOODS, help="bernoulli: cross-entropy from logits; gaussian: sum of squared errors (the chapter's)")
+    m.add_argument("--arch", "--arch-type", dest="arch_type", choices=ARCH_TYPES,
+                   help="mlp (default) or conv: stride-2 convolutions up, transposed convolutions down")
+    m.add_argument("--channels", type=positive_int, nargs="+", metavar="C",
+                   help="conv: channels of the stride-2 convolutions; the decoder mirrors them (default 32 64 128)")
+    m.add_argument("--likelihood", choices=sorted(set(LIKELIHOODS) | set(CONV_LIKELIHOODS)),
+                   help="bernoulli: cross-entropy from logits; gaussian: sum of squared errors (the chapter's); "
+                        "logistic (conv): discretised logistic, reported in bits/dim (the default for colour images)")
     m.add_argument("--model", choices=MODEL_KINDS, help="vae, or ae: a plain autoencoder of the same shape (no sampling, no KL)")
     m.add_argument("--init", choices=INITS, help="weight init: pytorch (U(+-1/sqrt(fan_in))) or glorot (the chapter's)")
     t = p.add_argument_group("training")
@@ -50,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="seed for init, shuffling and noise (default 0)")
     t.add_argument("--dtype", choices=DTYPES, help="float32 (default) or float64")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", choices=DATASETS, help="default mnist")
-    d.add_argument("--data-dir", type=Path, help="folder with the four IDX files (downloaded there if missing)")
+    d.add_argument("--dataset", type=dataset_arg, metavar="NAME",
+                   help=f"{', '.join(DATASETS)}, cifar10, or folder:PATH (a folder or zip with train/<class>/*.png|jpg "
+                        "and test/<class>/...); default mnist")
+    d.add_argument("--data-dir", type=Path, help="where the dataset lives: a folder with the four IDX files (MNIST, Fashion-MNIST; downloaded there if missing), or the CIFAR-10 tarball or its folder")
     d.add_argument("--binarize", choices=BINARIZE, help="none: [0,1] intensities (default); static: one fixed Bernoulli sample; dynamic: a new sample every epoch")
     d.add_argument("--train-size", type=positive_int, help="use the first N training examples")
     d.add_argument("--test-size", type=positive_int, help="use the first N test examples")
@@ -60,10 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, metavar="RUN_DIR", help="run directory (default: a new one under runs/)")
     r.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     r.add_argument("--json", action="store_true", help="print one JSON line per epoch on stdout instead of the progress bar")
+    r.add_argument("--threads", type=positive_int, metavar="N", help="CPU: threads for BLAS and the fused kernels (default: all cores)")
+    r.add_argument("--no-graph", action="store_true", help="GPU: run the step uncaptured instead of replaying a CUDA graph (debugging)")
+    r.add_argument("--tf32", action="store_true", help="GPU: allow TF32 tensor-core GEMMs (faster, ~1e-3 relative error; default off)")
     return p
 
 
-MODEL_FLAGS = ("latent", "hidden", "likelihood", "model", "init")
+MODEL_FLAGS = ("latent", "hidden", "likelihood", "model", "init", "arch_type", "channels")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "beta", "kl_warmup", "clip_norm", "seed", "dtype", "dataset",
                "binarize", "train_size", "test_size")
 
@@ -72,8 +85,9 @@ def config_from_args(args):
     from .config import TrainConfig
 
     given = {k: getattr(args, k) for k in MODEL_FLAGS + TRAIN_FLAGS}
-    if given["hidden"] is not None:
-        given["hidden"] = tuple(given["hidden"])
+    for k in ("hidden", "channels"):
+        if given[k] is not None:
+            given[k] = tuple(given[k])
     return TrainConfig.from_recipe(args.recipe or "default", **given)
 
 
@@ -85,8 +99,9 @@ def resumed_config(args, stored):
     from .config import TrainConfig
 
     wanted = {k: getattr(args, k) for k in MODEL_FLAGS + ("dataset",) if getattr(args, k) is not None}
-    if "hidden" in wanted:
-        wanted["hidden"] = tuple(wanted["hidden"])
+    for k in ("hidden", "channels"):
+        if k in wanted:
+            wanted[k] = tuple(wanted[k])
     check_same_model(stored, replace(stored, **wanted), args.resume)
     changes = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None and k != "dataset"}
     data_keys = {"binarize", "train_size", "test_size", "seed", "dtype"} & set(changes)
@@ -126,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.out or new_run_dir(config)
         if (run_dir / CHECKPOINT).exists():
             raise CuvaeError(f"{run_dir} already holds a checkpoint: continue it with --resume {run_dir}, or pick a new --out")
-    backend = get_backend(args.device, log=console.print)
+    backend = get_backend(args.device, log=console.print, threads=args.threads)
+    if args.device != "auto":  # auto says it itself
+        console.print(f"device: {backend.device_name}")
     dataset = load_dataset(config.dataset, data_dir=args.data_dir, train_size=config.train_size,
                            test_size=config.test_size, progress=not args.json, log=console.print)
     if config.batch_size > len(dataset.train_x):
@@ -134,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"model: {config.arch.describe()}, recipe {config.recipe}, lr {config.lr:g}, batch {config.batch_size}"
                   f"{'' if resume else f', run dir {run_dir}'}")
 
-    trainer = Trainer(config, backend, dataset, run_dir, resume=resume,
+    trainer = Trainer(config, backend, dataset, run_dir, resume=resume, graph=not args.no_graph, tf32=args.tf32,
                       listeners=[ConsoleReporter(console, json_lines=args.json), PictureWriter(run_dir)])
 
     def on_sigint(signum, frame):

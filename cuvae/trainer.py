@@ -40,7 +40,8 @@ def prepare_images(images_u8: np.ndarray, binarize: str, dtype) -> np.ndarray:
 
 class Trainer:
     def __init__(self, config: TrainConfig, backend: Backend, dataset, run_dir, *,
-                 listeners: list[Listener] = (), resume: Checkpoint | None = None, report_every: float = 0.25):
+                 listeners: list[Listener] = (), resume: Checkpoint | None = None, report_every: float = 0.25,
+                 graph: bool = True, tf32: bool = False):
         self.config, self.backend, self.dataset = config, backend, dataset
         self.run_dir = Path(run_dir)
         self.listeners = list(listeners)
@@ -67,6 +68,17 @@ class Trainer:
         self._x = xp.empty((B, self.train_x.shape[1]), self.dtype)
         self._u = xp.empty_like(self._x)
         self._eps = xp.empty((B, L), self.dtype)
+        # GPU, float32 MLP without clipping: the device-resident step (shuffle, noise, step, Adam on the
+        # device, captured in a CUDA graph unless graph=False); anything else takes the loop below
+        self._device_step = None
+        if (backend.name == "gpu" and self.dtype == np.float32 and config.clip_norm is None
+                and type(self.model).__name__ == "VAE"):
+            from .gpu_step import DeviceStep
+
+            self._device_step = DeviceStep(
+                self.model.arch, self.params, self.grads, self.adam.m, self.adam.v, self.train_x, seed=config.seed,
+                lr=config.lr, beta1=self.adam.beta1, beta2=self.adam.beta2, eps=self.adam.eps,
+                binarize=config.binarize == "dynamic", graph=graph, tf32=tf32, log=lambda m: self.emit(Notice(m)))
 
         self._stop = threading.Event()
         self._running = threading.Event()
@@ -126,12 +138,44 @@ class Trainer:
         progress = (epoch - 1 + step / self.steps_per_epoch) / cfg.kl_warmup
         return cfg.beta * min(1.0, progress)
 
-    def _train_epoch(self, epoch: int) -> TrainingFinished | None:
-        cfg, xp, backend = self.config, self.xp, self.backend
-        n, B = self.train_x.shape[0], cfg.batch_size
+    def _host_stepper(self, epoch: int):
+        """(step(start, b, k), read_sums) for the loop below: the step is built from the backend's ops."""
+        xp, backend, cfg = self.xp, self.backend, self.config
         rng = self._rng(epoch)
-        perm = backend.to_device(rng.permutation(n))
+        perm = backend.to_device(rng.permutation(self.train_x.shape[0]))
         sums = xp.zeros(3, np.float64)  # loss, recon, kl, each summed over examples
+
+        def step(start: int, b: int, k: int) -> None:
+            nonlocal sums
+            x, eps = self._x[:b], self._eps[:b]
+            xp.take(self.train_x, perm[start : start + b], axis=0, out=x)
+            if cfg.binarize == "dynamic":
+                u = self._u[:b]
+                self._draw(rng.random, u)
+                xp.copyto(x, u < x)
+            self._draw(rng.standard_normal, eps)
+            loss, recon, kl = self.model.loss_and_grad(self.P, self.G, x, eps, self._beta(epoch, k))
+            self.adam.step(self.params, self.grads)
+            sums += xp.stack([loss, recon, kl]).astype(np.float64) * b
+
+        return step, lambda: backend.to_host(sums)
+
+    def _device_stepper(self, epoch: int):
+        """The same on the device: shuffle keyed by (seed, epoch), sums accumulated on the GPU."""
+        dev = self._device_step
+        dev.start_epoch(epoch, [self._beta(epoch, k) for k in range(self.steps_per_epoch)], self.adam.step_count)
+
+        def step(start: int, b: int, k: int) -> None:
+            dev.step(b)
+            self.adam.step_count += 1
+
+        return step, lambda: dev.read_sums()[0]
+
+    def _train_epoch(self, epoch: int) -> TrainingFinished | None:
+        cfg, backend = self.config, self.backend
+        n, B = self.train_x.shape[0], cfg.batch_size
+        dev = self._device_step
+        step_fn, read_sums = self._host_stepper(epoch) if dev is None else self._device_stepper(epoch)
         seen, last_report, paused_for = 0, time.perf_counter(), 0.0
         start = time.perf_counter()
         for step, s in enumerate(range(0, n, B)):
@@ -142,28 +186,21 @@ class Trainer:
             if self._stop.is_set():
                 return self._finish("stopped", f"stopped during epoch {epoch}; the checkpoint holds epoch {self.epoch}")
             b = min(B, n - s)
-            x, eps = self._x[:b], self._eps[:b]
-            xp.take(self.train_x, perm[s : s + b], axis=0, out=x)
-            if cfg.binarize == "dynamic":
-                u = self._u[:b]
-                u[...] = backend.to_device(rng.random((b, x.shape[1]), dtype=np.float32)) if backend.name == "gpu" else rng.random(out=u, dtype=np.float32) if self.dtype == np.float32 else rng.random(u.shape)
-                xp.less(u, x, out=x.view(bool)) if False else xp.copyto(x, (u < x).astype(self.dtype))
-            self._draw_eps(rng, eps)
-            loss, recon, kl = self.model.loss_and_grad(self.P, self.G, x, eps, self._beta(epoch, step))
-            self.adam.step(self.params, self.grads)
-            sums += xp.stack([loss, recon, kl]).astype(np.float64) * b
+            step_fn(s, b, step)
             seen += b
             now = time.perf_counter()
-            if now - last_report >= self.report_every:
+            if now - last_report >= self.report_every:  # the only host read inside an epoch
                 last_report = now
-                mean = backend.to_host(sums) / seen
+                mean = read_sums() / seen
                 if not np.isfinite(mean[0]):
                     return self._diverged(epoch)
                 rate = seen / max(now - start - paused_for, 1e-9)
                 self.emit(StepMetrics(epoch, step + 1, self.steps_per_epoch, *map(float, mean), rate))
+        if dev is not None:
+            dev.synchronize()
         backend.synchronize()
         seconds = time.perf_counter() - start - paused_for
-        train = backend.to_host(sums) / n
+        train = read_sums() / n
         if not np.isfinite(train).all():
             return self._diverged(epoch)
         self.emit(StepMetrics(epoch, self.steps_per_epoch, self.steps_per_epoch, *map(float, train), n / seconds))
@@ -179,6 +216,10 @@ class Trainer:
             "beta": self._beta(epoch, self.steps_per_epoch),
             "seconds": seconds, "examples_per_s": n / seconds,
         }
+        if cfg.likelihood == "logistic":  # a probability mass over the 256 levels: a proper bits/dim
+            from .conv_model import bits_per_dim
+
+            metrics["test_bpd"] = bits_per_dim(test["test_loss"], self.model.arch.in_dim)
         # metrics first, checkpoint second: a crash in between leaves a line that resume trims
         with open(self.run_dir / METRICS, "a") as f:
             f.write(json.dumps(metrics) + "\n")
@@ -191,11 +232,12 @@ class Trainer:
         self.emit_pictures()
         return None
 
-    def _draw_eps(self, rng, eps) -> None:
-        if self.backend.name == "cpu" and self.dtype == np.float32:
-            rng.standard_normal(out=eps, dtype=np.float32)
+    def _draw(self, sample, out) -> None:
+        """Fill ``out`` from a NumPy generator method (random, standard_normal), in place on the CPU."""
+        if self.backend.name == "cpu" and out.dtype == np.float32:
+            sample(out=out, dtype=np.float32)
         else:
-            eps[...] = self.backend.to_device(rng.standard_normal(eps.shape).astype(self.dtype))
+            out[...] = self.backend.to_device(sample(out.shape).astype(self.dtype))
 
     def _diverged(self, epoch: int) -> TrainingFinished:
         return self._finish("diverged", f"the loss became NaN or infinite in epoch {epoch}; lower the learning rate "
@@ -232,8 +274,11 @@ class Trainer:
 
     def emit_pictures(self) -> None:
         """Reconstructions of the first test digits and samples from the prior, as events."""
+        from .render import to_display
+
         shape = tuple(self.dataset.image_shape)
-        recon = evaluation.reconstruct(self.model, self.P, self.test_x[:PREVIEW], shape)
-        originals = self.backend.to_host(self.test_x[:PREVIEW]).reshape((-1, *shape))
+        recon = to_display(evaluation.reconstruct(self.model, self.P, self.test_x[:PREVIEW], shape), shape)
+        originals = to_display(self.backend.to_host(self.test_x[:PREVIEW]), shape)
         self.emit(SamplesReady("reconstructions", np.concatenate([originals, recon]), self.epoch))
-        self.emit(SamplesReady("samples", evaluation.prior_samples(self.model, self.P, 16, seed=self.config.seed, shape=shape), self.epoch))
+        samples = evaluation.prior_samples(self.model, self.P, 16, seed=self.config.seed, shape=shape)
+        self.emit(SamplesReady("samples", to_display(samples, shape), self.epoch))
