@@ -37,7 +37,7 @@ class Backend:
     def to_host(self, array) -> np.ndarray:
         if self.name == "gpu":
             return self.xp.asnumpy(array)
-        return np.asarray(array)
+        return np.array(array)  # a copy, as from the GPU: callers may keep it while training goes on
 
     def synchronize(self) -> None:
         if self.name == "gpu":

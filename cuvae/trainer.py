@@ -120,6 +120,7 @@ class Trainer:
         self.emit(RunStarted(str(self.run_dir), cfg.to_dict(), self.backend.device_name, self.dataset.source,
                              self.epoch, self.steps_per_epoch, int(self.train_x.shape[0])))
         if self.epoch >= cfg.epochs:
+            self.emit_pictures()
             return self._finish("completed", f"already trained for {self.epoch} epochs; pass a larger --epochs to go on")
         while self.epoch < cfg.epochs:
             result = self._train_epoch(self.epoch + 1)

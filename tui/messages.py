@@ -1,0 +1,63 @@
+"""Textual messages wrapping the trainer's events, posted from the training thread.
+
+Small dataclass-like messages; the high-rate one (:class:`Progress`) lets a newer
+one replace an older one still queued, so a busy UI never falls behind.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from textual.message import Message
+
+from cuvae.events import EpochEnded, RunStarted, StepMetrics, TrainingFinished
+
+
+class Ready(Message):
+    """A run is prepared (data loaded, checkpoint read); ``prepared`` is a session.Prepared."""
+
+    def __init__(self, prepared, generation: int) -> None:
+        super().__init__()
+        self.prepared, self.generation = prepared, generation
+
+
+class Started(Message):
+    def __init__(self, event: RunStarted, generation: int) -> None:
+        super().__init__()
+        self.event, self.generation = event, generation
+
+
+class Progress(Message):
+    def __init__(self, event: StepMetrics, generation: int) -> None:
+        super().__init__()
+        self.event, self.generation = event, generation
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, Progress)
+
+
+class Epoch(Message):
+    """An epoch ended; ``params`` is a host copy of the parameters taken in the training thread."""
+
+    def __init__(self, event: EpochEnded, params: np.ndarray, generation: int) -> None:
+        super().__init__()
+        self.event, self.params, self.generation = event, params, generation
+
+
+class Info(Message):
+    def __init__(self, text: str, level: str = "information") -> None:
+        super().__init__()
+        self.text, self.level = text, level
+
+
+class Finished(Message):
+    def __init__(self, event: TrainingFinished, generation: int) -> None:
+        super().__init__()
+        self.event, self.generation = event, generation
+
+
+class Failed(Message):
+    """A CuvaeError (or an unexpected error) ended the run; ``text`` is one line."""
+
+    def __init__(self, text: str, generation: int) -> None:
+        super().__init__()
+        self.text, self.generation = text, generation

@@ -1,0 +1,210 @@
+"""The engine seen from the UI: run directories per latent size, trainers, and a view model.
+
+No Textual here. :class:`Session` turns the command line into trainers (one run
+directory per latent size, resumed from its checkpoint when there is one);
+:class:`ViewModel` draws pictures with its *own* model object over a host copy of
+the parameters, so the UI thread never touches the trainer's buffers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from cuvae import views
+from cuvae.errors import CuvaeError
+
+PRESET_LATENTS = (2, 5, 8, 20)
+
+
+def data_label(dataset) -> str:
+    """A short name for the status line: which data, how many, whether it is the offline subset."""
+    from cuvae.data import DISPLAY
+
+    name = DISPLAY.get(dataset.name, dataset.name)
+    n = f"{len(dataset.train_x):,}/{len(dataset.test_x):,}"
+    return f"{name} bundled subset {n} (offline)" if dataset.is_subset else f"{name} {n}"
+
+
+def read_history(run_dir) -> list[dict]:
+    """The metrics lines of a run (one dict per complete epoch); torn lines are skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def trained_epochs(run_dir) -> int | None:
+    """Epochs held by the checkpoint in run_dir, None if there is none (or it is unreadable)."""
+    from cuvae.checkpoint import load_checkpoint
+
+    if not (Path(run_dir) / "checkpoint.npz").exists():
+        return None
+    try:
+        return load_checkpoint(run_dir).epoch
+    except CuvaeError:
+        return None
+
+
+@dataclass
+class Prepared:
+    """Everything the UI needs before training starts (all host data)."""
+
+    latent: int
+    run_dir: Path
+    config: object  # TrainConfig
+    device: str
+    data_label: str
+    data_source: str
+    test_x: np.ndarray  # (N, 784) float32 in [0, 1]
+    test_y: np.ndarray
+    shape: tuple
+    params: np.ndarray | None  # the checkpoint's parameters when resuming
+    history: list[dict]
+    resumed_epoch: int
+
+
+class Session:
+    """Builds trainers from the parsed command line; one run directory per latent size."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.runs = Path(args.runs)
+        self._lock = threading.Lock()
+        self._backend = None
+        self._datasets: dict = {}
+
+    def base_config(self, latent: int):
+        from cuvae.train import config_from_args
+
+        return config_from_args(replace_ns(self.args, latent=latent))
+
+    def run_dir(self, latent: int) -> Path:
+        c = self.base_config(latent)
+        return self.runs / f"{c.recipe}-{c.dataset}-{c.model}-z{latent}"
+
+    def backend(self, log=None):
+        from cuvae.backend import get_backend
+
+        with self._lock:
+            if self._backend is None:
+                self._backend = get_backend(self.args.device, log=log)
+            return self._backend
+
+    def dataset(self, config, log=None):
+        from cuvae.data import load_dataset
+
+        key = (config.dataset, config.train_size, config.test_size)
+        with self._lock:
+            if key not in self._datasets:
+                self._datasets[key] = load_dataset(config.dataset, data_dir=self.args.data_dir,
+                                                   train_size=config.train_size, test_size=config.test_size,
+                                                   progress=False, log=log or (lambda m: None))
+            return self._datasets[key]
+
+    def prepare(self, latent: int, log=None):
+        """(Prepared, build) where build(listeners) makes the Trainer; raises CuvaeError on bad input."""
+        from cuvae.checkpoint import CHECKPOINT, load_checkpoint
+        from cuvae.train import resumed_config
+        from cuvae.trainer import Trainer, prepare_images
+
+        run_dir = self.run_dir(latent)
+        resume = None
+        if (run_dir / CHECKPOINT).exists():
+            resume = load_checkpoint(run_dir)
+            try:
+                config = resumed_config(replace_ns(self.args, latent=latent, resume=run_dir), resume.config)
+            except CuvaeError as err:
+                raise CuvaeError(f"{err} (cuvae-tui has no --out: pass another --runs DIR)") from None
+        else:
+            config = self.base_config(latent)
+        backend = self.backend(log)
+        dataset = self.dataset(config, log)
+        if config.batch_size > len(dataset.train_x):
+            raise CuvaeError(f"--batch-size {config.batch_size} is larger than the {len(dataset.train_x)} "
+                             "training examples; pass a smaller --batch-size or a larger --train-size")
+        prepared = Prepared(latent, run_dir, config, backend.device_name, data_label(dataset), dataset.source,
+                            prepare_images(dataset.test_x, "none", np.float32), dataset.test_y,
+                            tuple(dataset.image_shape), None if resume is None else resume.params.copy(),
+                            read_history(run_dir) if resume else [], resume.epoch if resume else 0)
+
+        def build(listeners):
+            return Trainer(config, backend, dataset, run_dir, listeners=listeners, resume=resume)
+
+        return prepared, build
+
+
+def open_run(run_dir, data_dir=None, log=None) -> Prepared:
+    """A finished run, read-only: its checkpoint, metrics and test data (CPU only)."""
+    from cuvae.checkpoint import load_checkpoint
+    from cuvae.data import load_dataset
+    from cuvae.trainer import prepare_images
+
+    run_dir = Path(run_dir)
+    ckpt = load_checkpoint(run_dir)
+    c = ckpt.config
+    try:
+        ds = load_dataset(c.dataset, data_dir=data_dir, train_size=c.train_size, test_size=c.test_size,
+                          progress=False, log=log or (lambda m: None))
+        test_x, test_y = prepare_images(ds.test_x, "none", np.float32), ds.test_y
+        label, source, shape = data_label(ds), ds.source, tuple(ds.image_shape)
+    except CuvaeError as err:  # samples still work without data
+        if log:
+            log(f"no test data, so no reconstructions, interpolation or map: {err}")
+        test_x, test_y = np.zeros((0, 784), np.float32), np.zeros(0, np.uint8)
+        label, source, shape = "no data", str(err), (28, 28)
+    return Prepared(c.latent, run_dir, c, "read-only (CPU views)", label, source, test_x, test_y, shape,
+                    ckpt.params.copy(), read_history(run_dir), ckpt.epoch)
+
+
+def replace_ns(ns: argparse.Namespace, **changes) -> argparse.Namespace:
+    d = vars(ns).copy()
+    d.update(changes)
+    return argparse.Namespace(**d)
+
+
+class ViewModel:
+    """Pictures from a parameter snapshot on a separate CPU model (safe to use while training runs)."""
+
+    def __init__(self, config, params: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, shape=(28, 28)):
+        from cuvae.backend import get_backend
+
+        cpu_config = replace(config, dtype="float32")
+        self.model = cpu_config.build_model(get_backend("cpu").ops)
+        self.params = np.ascontiguousarray(params, np.float32)
+        self.P = self.model.layout.views(self.params)
+        self.test_x, self.test_y, self.shape = test_x, test_y, tuple(shape)
+
+    @property
+    def latent(self) -> int:
+        return self.model.arch.latent
+
+    @property
+    def has_data(self) -> bool:
+        return len(self.test_x) > 0
+
+    def samples(self, n=16, seed=0, temperature=1.0) -> np.ndarray:
+        return views.samples(self.model, self.P, n, seed=seed, temperature=temperature, shape=self.shape)
+
+    def reconstructions(self, n=8) -> tuple[np.ndarray, np.ndarray]:
+        return views.reconstructions(self.model, self.P, self.test_x[:n], shape=self.shape)
+
+    def interpolate(self, a: int, b: int, steps=10, mode="linear") -> np.ndarray:
+        return views.interpolate(self.model, self.P, self.test_x[a], self.test_x[b], steps, mode=mode, shape=self.shape)
+
+    def manifold(self, n=9) -> np.ndarray:
+        x = self.test_x[:1000] if self.has_data else None
+        return views.manifold(self.model, self.P, n, x=x, shape=self.shape)
+
+    def scatter(self, n=1000) -> tuple[np.ndarray, np.ndarray]:
+        return views.latent_scatter(self.model, self.P, self.test_x[:n]), self.test_y[:n]
