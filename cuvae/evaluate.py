@@ -120,6 +120,10 @@ def main(argv=None) -> int:
     table.add_row("  KL to N(0, I)", f"{result['test_kl']:.3f}")
     if result["iwae_nll"] is not None:
         table.add_row(f"importance-weighted NLL (k={result['iwae_k']})", f"{result['iwae_nll']:.3f}")
+    if "test_bpd" in result:
+        table.add_row("test negative ELBO in bits/dim", f"{result['test_bpd']:.4f}")
+    if result.get("iwae_bpd") is not None:
+        table.add_row("importance-weighted NLL in bits/dim", f"{result['iwae_bpd']:.4f}")
     table.add_row("active latent units", f"{result['active_units']}")
     from rich.console import Console
 

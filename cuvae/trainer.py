@@ -75,10 +75,14 @@ class Trainer:
                 and type(self.model).__name__ == "VAE"):
             from .gpu_step import DeviceStep
 
-            self._device_step = DeviceStep(
-                self.model.arch, self.params, self.grads, self.adam.m, self.adam.v, self.train_x, seed=config.seed,
-                lr=config.lr, beta1=self.adam.beta1, beta2=self.adam.beta2, eps=self.adam.eps,
-                binarize=config.binarize == "dynamic", graph=graph, tf32=tf32, log=lambda m: self.emit(Notice(m)))
+            try:
+                self._device_step = DeviceStep(
+                    self.model.arch, self.params, self.grads, self.adam.m, self.adam.v, self.train_x,
+                    seed=config.seed, lr=config.lr, beta1=self.adam.beta1, beta2=self.adam.beta2, eps=self.adam.eps,
+                    binarize=config.binarize == "dynamic", graph=graph, tf32=tf32, log=lambda m: self.emit(Notice(m)))
+            except Exception as err:  # e.g. no NVRTC to compile the kernels: the plain CuPy step still works
+                self.emit(Notice(f"fused GPU step unavailable ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+                                 f"using the plain CuPy step"))
 
         self._stop = threading.Event()
         self._running = threading.Event()
