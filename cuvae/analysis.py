@@ -37,7 +37,7 @@ from math import log, pi
 
 import numpy as np
 
-from .evaluation import _host, encode_means, prior_samples, reconstruct
+from .evaluation import _host, prior_samples, reconstruct
 
 
 # ---- sharpness -------------------------------------------------------------------------------

@@ -177,7 +177,7 @@ class DeviceStep:
         kern, mm, bufs, a = self.kern, self.gemm.mm, plan.bufs, self.arch
         k, B, L, D, P = self.k, plan.rows, a.latent, self.dim, self.P
         act, grad = bufs["act"], bufs["grad"]
-        Pp, Gp = self.params, self.grads
+        Pp = self.params
         vae = a.kind == "vae"
         if vae:
             kern.normal_philox(bufs["eps"], k * B * L, self.rng_counter, key[0], key[1], STREAM_EPS)

@@ -17,9 +17,7 @@ thread counts and CUDA_VISIBLE_DEVICES before they load.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import queue
 import sys
@@ -31,16 +29,9 @@ from pathlib import Path
 
 from .cli import positive_int, run_main, stderr_console
 from .errors import CuvaeError
+from .sweep_results import rich_table, run_name, summarise, write_results
 
 RESULT = "result.json"
-CSV_FIELDS = ("model", "latent", "seed", "status", "epochs", "test_loss", "test_recon", "test_kl", "iwae_nll", "iwae_k",
-              "active_units", "sharpness", "sharpness_samples", "mutual_info", "marginal_kl", "train_seconds",
-              "examples_per_s", "run_dir", "error")
-# columns of the summary table: (key, header, format)
-SUMMARY = (("test_loss", "test -ELBO", ".2f"), ("test_recon", "recon", ".2f"), ("test_kl", "KL", ".2f"),
-           ("iwae_nll", "IWAE NLL", ".2f"), ("active_units", "active", ".1f"), ("sharpness", "sharp recon", ".3f"),
-           ("sharpness_samples", "sharp samples", ".3f"), ("mutual_info", "MI", ".2f"),
-           ("marginal_kl", "marginal KL", ".2f"), ("train_seconds", "train s", ".0f"), ("examples_per_s", "ex/s", ",.0f"))
 # what a resumed run may not change (the data and the noise it was trained on)
 FROZEN = ("recipe", "dataset", "model", "hidden", "latent", "likelihood", "init", "beta", "kl_warmup", "batch_size", "lr",
           "clip_norm", "seed", "binarize", "train_size", "test_size", "dtype")
@@ -63,11 +54,6 @@ class RunSpec:
         return Path(self.run_dir).name
 
 
-def run_name(model: str, latent: int, seed: int) -> str:
-    return f"{model}-z{latent}-s{seed}"
-
-
-# ---- one run (runs in a worker, a Ray task or the driver) --------------------------------------
 def run_one(spec: RunSpec) -> dict:
     """Train (or resume, or skip) and evaluate one run; returns its row. Never raises: a failure is a row."""
     cfg = spec.config
@@ -360,82 +346,6 @@ def _row_line(row, i, n) -> str:
     return f"{head}, {row['epochs']} epochs, test -ELBO {row['test_loss']:.2f}, active {row['active_units']}"
 
 
-# ---- results files ----------------------------------------------------------------------------------
-def summarise(rows: list[dict]) -> list[dict]:
-    """One row per (model, latent): mean and (sample) std over the seeds that did not fail."""
-    groups: dict = {}
-    for r in rows:
-        if r["status"] != "failed":
-            groups.setdefault((r["model"], r["latent"]), []).append(r)
-    out = []
-    for (model, latent), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "vae", kv[0][0], kv[0][1])):
-        s = {"model": model, "latent": latent, "seeds": [r["seed"] for r in rs]}
-        for key, _, _ in SUMMARY:
-            vals = [r[key] for r in rs if r.get(key) is not None]
-            if vals:
-                mean = sum(vals) / len(vals)
-                std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-                s[key], s[key + "_std"] = mean, std
-            else:
-                s[key], s[key + "_std"] = None, None
-        out.append(s)
-    return out
-
-
-def _cell(s, key, fmt) -> str:
-    if s[key] is None:
-        return "-"
-    text = format(s[key], fmt)
-    return f"{text} ± {format(s[key + '_std'], fmt)}" if len(s["seeds"]) > 1 else text
-
-
-def write_results(out: Path, rows: list[dict], iwae_k: int) -> None:
-    from .checkpoint import atomic_write_bytes
-
-    out = Path(out)
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_FIELDS})
-    atomic_write_bytes(out / "results.csv", lambda f: f.write(buf.getvalue().encode()))
-    summary = summarise(rows)
-    atomic_write_bytes(out / "results.json", lambda f: f.write(
-        json.dumps({"runs": rows, "summary": summary, "iwae_k": iwae_k}, indent=2).encode()))
-    atomic_write_bytes(out / "results.md", lambda f: f.write(markdown_table(summary, rows, iwae_k).encode()))
-
-
-def _headers(iwae_k):
-    return ["model", "latent", "seeds"] + [f"IWAE NLL (k={iwae_k})" if k == "iwae_nll" else h for k, h, _ in SUMMARY]
-
-
-def markdown_table(summary, rows, iwae_k) -> str:
-    heads = _headers(iwae_k)
-    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" if i < 1 else "---:" for i in range(len(heads))) + "|"]
-    for s in summary:
-        cells = [s["model"], str(s["latent"]), str(len(s["seeds"]))] + [_cell(s, k, f) for k, _, f in SUMMARY]
-        lines.append("| " + " | ".join(cells) + " |")
-    failed = [r for r in rows if r["status"] == "failed"]
-    notes = ["", f"Mean ± sample standard deviation over seeds. Losses in nats per test example; IWAE with k={iwae_k} "
-                 "importance samples; sharpness = Laplacian energy relative to the test digits' own (1.0 = as sharp as "
-                 "the data); MI + marginal KL = KL (ELBO surgery on the test set)."]
-    notes += [f"- failed: {run_name(r['model'], r['latent'], r['seed'])}: {r['error']}" for r in failed]
-    return "\n".join(lines + notes) + "\n"
-
-
-def rich_table(summary, iwae_k, title="sweep"):
-    from rich.table import Table
-
-    table = Table(title=title)
-    for i, h in enumerate(_headers(iwae_k)):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for s in summary:
-        table.add_row(s["model"], str(s["latent"]), str(len(s["seeds"])), *[_cell(s, k, f) for k, _, f in SUMMARY])
-    return table
-
-
 # ---- command line -------------------------------------------------------------------------------------
 EPILOG = """\
 examples:
@@ -525,7 +435,7 @@ def main(argv=None) -> int:
                          data_dir=args.data_dir, iwae_k=args.iwae_k, jobs=args.jobs, gpus=args.gpus, ray=args.ray,
                          ray_cpus=args.ray_cpus, pictures=not args.no_pictures, log=console.print)
     except KeyboardInterrupt:
-        console.print(f"interrupted; finished runs and checkpoints are kept: run the same command again to resume")
+        console.print("interrupted; finished runs and checkpoints are kept: run the same command again to resume")
         return 130
     summary = summarise(rows)
     if args.json:
