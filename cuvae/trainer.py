@@ -126,12 +126,29 @@ class Trainer:
         if self.epoch >= cfg.epochs:
             self.emit_pictures()
             return self._finish("completed", f"already trained for {self.epoch} epochs; pass a larger --epochs to go on")
+        self._warm_up()
         while self.epoch < cfg.epochs:
             result = self._train_epoch(self.epoch + 1)
             if result is not None:
                 return result
         self.emit_pictures()
         return self._finish("completed", f"trained {self.epoch} epochs; model in {self.run_dir}")
+
+    def _warm_up(self) -> None:
+        """Compile the CPU kernels (numba, on first use) before an epoch's clock starts.
+
+        A step on two examples with zero noise: it writes only the gradient buffer, which
+        every real step overwrites, and touches neither the parameters nor any RNG.
+        """
+        if self._device_step is not None:
+            return
+        from .model import free_workspaces
+
+        xp, L = self.xp, self.config.latent
+        self.model.loss_and_grad(self.P, self.G, self.train_x[:2].copy(), xp.zeros((2, L), self.dtype), 1.0)
+        free_workspaces(self.model, keep=self.config.batch_size)
+        scratch = [xp.zeros(8, self.dtype) for _ in range(5)]
+        self.backend.ops.adam(*scratch, 1e-3, 0.9, 0.999, 1e-8, 1)
 
     def _rng(self, epoch: int):
         return np.random.default_rng([self.config.seed, epoch])
