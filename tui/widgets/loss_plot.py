@@ -42,8 +42,20 @@ class LossPlot(PlotextPlot):
             plt.plot(ep, [m["test_loss"] for m in self.epochs], label="test", color="yellow", marker="dot")
             plt.plot(ep, [m["test_recon"] for m in self.epochs], label="test recon", color="green", marker="dot")
             plt.plot(ep, [m["test_kl"] for m in self.epochs], label="test KL", color="magenta", marker="dot")
+        top = self._y_top()
+        if top is not None:
+            plt.ylim(0, top)
         self._version += 1
         self.refresh()
+
+    def _y_top(self) -> float | None:
+        """Leave out the first steps' transient (hundreds of nats) so later progress stays visible."""
+        if not self.steps and not self.epochs:
+            return None
+        end = max([x for x, _ in self.steps] + [m["epoch"] for m in self.epochs])
+        skip = min(0.5, 0.1 * end)  # the first tenth of training, at most half an epoch
+        values = [y for x, y in self.steps if x >= skip] + [m["test_loss"] for m in self.epochs]
+        return 1.05 * max(values) if values else None
 
     def render(self):
         """plotext's build is the costliest thing on screen: rebuild only for new data or a new size."""
