@@ -8,13 +8,13 @@ checkpoint or the new one, never a torn file. Loaded with allow_pickle=False.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .config import TrainConfig
 from .errors import CheckpointError
 
@@ -30,33 +30,6 @@ class Checkpoint:
     adam_v: np.ndarray
     adam_step: int
     epoch: int
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(fileobj) on a temp file beside ``path``, fsync, rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(run_dir, ckpt: Checkpoint) -> Path:

@@ -20,7 +20,6 @@ import hashlib
 import http.client
 import os
 import socket
-import sys
 import tempfile
 import time
 import urllib.error
@@ -28,6 +27,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+from cuvae.atomic import fsync_dir
 from cuvae.errors import DataError
 
 RETRIES = 3  # tries per mirror for transient failures
@@ -189,7 +189,7 @@ def download_file(filename: str, bases: list[str], dest_dir: Path, sha256: str, 
                 final = dest_dir / (filename if is_gz or not filename.endswith(".gz")
                                     else filename[:-3])
                 os.replace(tmp, final)
-                _fsync_dir(dest_dir)
+                fsync_dir(dest_dir)
                 if not progress:
                     log(f"downloaded {final} ({nbytes:,} bytes, checksum OK)")
                 return final
@@ -211,17 +211,3 @@ def download_file(filename: str, bases: list[str], dest_dir: Path, sha256: str, 
         reasons.append("no mirrors configured")
     raise DownloadError(f"could not download {filename}: " + "; ".join(reasons))
 
-
-def _fsync_dir(folder: Path) -> None:
-    if sys.platform == "win32":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

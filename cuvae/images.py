@@ -367,7 +367,7 @@ def _decode_folder(root: Path, log):
 
 def load_folder(root, log=print):
     """((train_x, train_y), (test_x, test_y), image_shape, classes), decoding once then reading the cache."""
-    from .checkpoint import atomic_write_bytes
+    from .atomic import atomic_write_bytes
 
     root = Path(root).expanduser()
     if not root.exists():

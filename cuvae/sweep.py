@@ -136,7 +136,8 @@ class _LogFile:
 def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
     """The run's evaluation, from RUN_DIR/result.json when it matches (same epoch, k, seed), else computed."""
     from .analysis import analyse_run
-    from .checkpoint import atomic_write_bytes, load_checkpoint
+    from .atomic import atomic_write_bytes
+    from .checkpoint import load_checkpoint
     from .evaluate import evaluate_run
     from .trainer import METRICS
 
