@@ -40,8 +40,11 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=0, device="auto",
     ckpt = load_checkpoint(run_dir)
     cfg = ckpt.config
     backend = get_backend(device, log=log)
+    # only the test set is needed; say where it came from without the (unused) training split
     data = load_dataset(cfg.dataset, data_dir=data_dir, train_size=1, test_size=test_size or cfg.test_size,
-                        progress=progress, log=log)
+                        progress=progress, log=lambda m: log(m) if log and not m.startswith("using ") else None)
+    if log:
+        log(f"test set: {len(data.test_x):,} examples; {data.source.replace('first 1 of ', '')}")
     model = cfg.build_model(backend.ops)
     params = backend.to_device(ckpt.params.astype(model.dtype))
     P = model.layout.views(params)
