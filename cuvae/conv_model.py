@@ -35,6 +35,7 @@ import numpy as np
 
 from .conv import conv2d, conv2d_backward, conv_out_size, conv_transpose2d, conv_transpose2d_backward, \
     conv_transpose_out_size
+from .model import VAE
 from .params import Layout
 
 CONV_LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
@@ -347,13 +348,8 @@ class ConvVAE:
             return self.ops.sse(logits, x, ws.pixels)
         return logistic_nll(self.xp, logits, x, ws.logscale)
 
-    def losses(self, P: dict, x, eps):
-        ws = self.workspace(x.shape[0])
-        mean, logvar = self.encode(P, x, ws)
-        logits = self.decode(P, self.sample_z(mean, logvar, eps, ws), ws)
-        recon = self.recon_per_example(logits, x, ws)
-        kl = self.ops.kl(mean, logvar) if logvar is not None else self.xp.zeros_like(recon)
-        return recon, kl
+    # the evaluation path is the MLP's, written against the same encode/decode/likelihood interface
+    losses = VAE.losses
 
     # ---- forward + backward -------------------------------------------------------------------
     def loss_and_grad(self, P: dict, G: dict, x, eps, beta: float = 1.0):
