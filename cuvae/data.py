@@ -318,15 +318,22 @@ def load_dataset(name: str = "mnist", data_dir=None, train_size: int | None = No
             "it with 'apt-get install dataset-fashion-mnist', pass --data-dir DIR (a folder holding "
             "the four IDX files), set CUVAE_DATA_DIR, or run with network access")
 
+    train_x, train_y, test_x, test_y, counts, _ = _read_sliced(files, hint, f"{disp} in {folder}", train_size,
+                                                               test_size)
+    source = f"{disp} ({counts}) from {folder}"
+    log(f"using {source}")
+    return Dataset(key, train_x, train_y, test_x, test_y, IMAGE_SHAPE, source, False)
+
+
+def _read_sliced(files, hint: str, where: str, train_size, test_size):
+    """Both splits of a folder cut to the sizes asked for, an "A train / B test" text and the full sizes."""
     train_x, train_y = _load_split(files, "train", hint)
     test_x, test_y = _load_split(files, "t10k", hint)
     n_train, n_test = len(train_x), len(test_x)
-    where = f"{disp} in {folder}"
     train_x, train_y = _take("train_size", train_size, train_x, train_y, f"the training set of {where}")
     test_x, test_y = _take("test_size", test_size, test_x, test_y, f"the test set of {where}")
-    source = f"{disp} ({_count(len(train_x), n_train)} train / {_count(len(test_x), n_test)} test) from {folder}"
-    log(f"using {source}")
-    return Dataset(key, train_x, train_y, test_x, test_y, IMAGE_SHAPE, source, False)
+    counts = f"{_count(len(train_x), n_train)} train / {_count(len(test_x), n_test)} test"
+    return train_x, train_y, test_x, test_y, counts, (n_train, n_test)
 
 
 def _count(n: int, total: int) -> str:
@@ -339,14 +346,10 @@ def _load_subset(train_size, test_size, reason: str, log) -> Dataset:
     if files is None:
         raise DataError(f"MNIST was not found locally, could not be downloaded ({reason}), and the "
                         f"bundled subset is missing from {SUBSET_DIR}; {_FULL_SET_HOWTO}")
-    train_x, train_y = _load_split(files, "train", hint)
-    test_x, test_y = _load_split(files, "t10k", hint)
-    n_train, n_test = len(train_x), len(test_x)
     where = f"the bundled MNIST subset ({_FULL_SET_HOWTO})"
-    train_x, train_y = _take("train_size", train_size, train_x, train_y, f"the training set of {where}")
-    test_x, test_y = _take("test_size", test_size, test_x, test_y, f"the test set of {where}")
-    source = (f"MNIST bundled subset ({_count(len(train_x), n_train)} train / "
-              f"{_count(len(test_x), n_test)} test) from {SUBSET_DIR}")
+    train_x, train_y, test_x, test_y, counts, (n_train, n_test) = _read_sliced(files, hint, where, train_size,
+                                                                               test_size)
+    source = f"MNIST bundled subset ({counts}) from {SUBSET_DIR}"
     log(f"no local MNIST and {_short(reason)}: using the bundled subset "
         f"({n_train:,} train / {n_test:,} test); {_FULL_SET_HOWTO}")
     return Dataset("mnist", train_x, train_y, test_x, test_y, IMAGE_SHAPE, source, True)
