@@ -49,9 +49,9 @@ class CpuStep:
     """The trainer's step (gather, eps, forward, backward, Adam) on the CPU backend, preloaded data."""
 
     def __init__(self, x, batch, ops=None, seed=0):
-        from cuvae.backend import get_backend
-        from cuvae.config import TrainConfig
-        from cuvae.optim import Adam
+        from cuvae.backends.backend import get_backend
+        from cuvae.engine.config import TrainConfig
+        from cuvae.nn.optim import Adam
 
         self.ops = ops or get_backend("cpu").ops
         self.cfg = TrainConfig.from_recipe("chapter", batch_size=batch)
@@ -83,7 +83,7 @@ class CpuGemms:
     """The step's 20 matrix products alone (forward, dW, and dX except for the input layer), cuvae's BLAS."""
 
     def __init__(self, batch, arch=None):
-        from cuvae.model import Arch
+        from cuvae.nn.model import Arch
 
         arch = arch or Arch(hidden=(256, 128), latent=8, likelihood="gaussian")
         rng = np.random.default_rng(0)
@@ -125,7 +125,7 @@ def steps_for(batch, device):
 
 def profile_cpu(x, batch, steps):
     """Time per ops method over ``steps`` steps (linear/linear_backward hold the GEMMs)."""
-    from cuvae.backend import get_backend
+    from cuvae.backends.backend import get_backend
 
     base = get_backend("cpu").ops
     totals = {}
@@ -225,7 +225,7 @@ def record(framework, batch, ms, device, tf32, **extra):
 
 
 def run_cpu(args, x, emit):
-    from cuvae.backend import get_backend
+    from cuvae.backends.backend import get_backend
 
     backend = get_backend("cpu", threads=args.threads)
     device = backend.device_name
@@ -278,8 +278,8 @@ class GpuGemms:
     def __init__(self, batch, tf32, k=1):
         import cupy
 
-        from cuvae.cuda_ops import CublasGemm
-        from cuvae.model import Arch
+        from cuvae.backends.cuda_ops import CublasGemm
+        from cuvae.nn.model import Arch
 
         arch = Arch(hidden=(256, 128), latent=8, likelihood="gaussian")
         self.stream = cupy.cuda.Stream(non_blocking=True)
@@ -311,8 +311,8 @@ def time_cuvae_gpu(x_dev, batch, k, graph, tf32, epochs=3):
     """Best epoch of ``epochs`` (after one warm-up epoch): (ms per step, s per epoch incl. shuffle, pool bytes)."""
     import cupy
 
-    from cuvae.model import Arch
-    from cuvae.multi import MultiModel
+    from cuvae.nn.model import Arch
+    from cuvae.backends.multi import MultiModel
 
     pool = cupy.get_default_memory_pool()
     pool.free_all_blocks()
@@ -349,7 +349,7 @@ def time_cuvae_gpu(x_dev, batch, k, graph, tf32, epochs=3):
 def run_gpu(args, x, emit):
     import cupy
 
-    from cuvae.backend import get_backend
+    from cuvae.backends.backend import get_backend
 
     device = get_backend("gpu").device_name
     x_dev = cupy.asarray(x)
@@ -425,7 +425,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.worker:
         if args.threads:
-            from cuvae.backend import set_cpu_threads
+            from cuvae.backends.backend import set_cpu_threads
 
             set_cpu_threads(args.threads)
             try:

@@ -23,7 +23,7 @@ def main():
     import numpy as np
     import torch
 
-    from cuvae.conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
+    from cuvae.nn.conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 
     torch.set_num_threads(a.threads)
     B = a.batch

@@ -26,10 +26,10 @@ SETTINGS = {"pytorch-example": (5, 1.0), "chapter": (3, 0.5)}  # recipe -> (epoc
 
 
 def run_cuvae(recipe: str, epochs: int, dataset, seed: int, run_dir: Path) -> list[dict]:
-    from cuvae.backend import get_backend
-    from cuvae.config import TrainConfig
-    from cuvae.events import EpochEnded
-    from cuvae.trainer import Trainer
+    from cuvae.backends.backend import get_backend
+    from cuvae.engine.config import TrainConfig
+    from cuvae.engine.events import EpochEnded
+    from cuvae.engine.trainer import Trainer
 
     config = TrainConfig.from_recipe(recipe, epochs=epochs, seed=seed)
     rows = []
@@ -41,7 +41,7 @@ def run_cuvae(recipe: str, epochs: int, dataset, seed: int, run_dir: Path) -> li
 
 def run_torch(recipe: str, epochs: int, dataset, seed: int) -> list[dict]:
     import torch_reference
-    from cuvae.config import RECIPES
+    from cuvae.engine.config import RECIPES
 
     r = RECIPES[recipe]
     x = lambda a: a.astype(np.float32) / 255.0  # noqa: E731

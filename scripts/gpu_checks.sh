@@ -16,14 +16,14 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 DATA="${MNIST_DIR:-data/mnist}"
-[ -d "$DATA" ] || DATA="cuvae/datasets/mnist-subset"   # 10k/2k images shipped with cuvae: no download
+[ -d "$DATA" ] || DATA="cuvae/data/datasets/mnist-subset"   # 10k/2k images shipped with cuvae: no download
 log() { echo "== $*" | tee -a "$OUT/log.txt"; }
 
 log "$(date -u) on $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
 "$PY" - <<'PY' 2>&1 | tee -a "$OUT/log.txt"
 import sys, numpy, cupy
 print("python", sys.version.split()[0], "numpy", numpy.__version__, "cupy", cupy.__version__, "available", cupy.is_available())
-from cuvae.cuda_ops import find_cublas
+from cuvae.backends.cuda_ops import find_cublas
 print("libcublas candidates:", find_cublas()[:3])
 try:
     import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the bundled MNIST subset into cuvae/datasets/mnist-subset/.
+"""Write the bundled MNIST subset into cuvae/data/datasets/mnist-subset/.
 
 Usage: python scripts/make_mnist_subset.py SRC_DIR [--train 10000] [--test 2000]
 

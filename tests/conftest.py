@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBSET = ROOT / "cuvae" / "datasets" / "mnist-subset"
+SUBSET = ROOT / "cuvae" / "data" / "datasets" / "mnist-subset"
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
 

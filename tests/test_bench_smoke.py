@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-SUBSET = ROOT / "cuvae" / "datasets" / "mnist-subset"
+SUBSET = ROOT / "cuvae" / "data" / "datasets" / "mnist-subset"
 
 
 @pytest.mark.parametrize("mode", ["--same-process", "subprocesses"])

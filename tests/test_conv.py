@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from cuvae.conv import conv2d, conv2d_backward, conv_out_size, conv_transpose2d, conv_transpose2d_backward, \
+from cuvae.nn.conv import conv2d, conv2d_backward, conv_out_size, conv_transpose2d, conv_transpose2d_backward, \
     conv_transpose_out_size
-from cuvae.gradcheck import assert_grad_close, numerical_grad
+from cuvae.nn.gradcheck import assert_grad_close, numerical_grad
 
 rng = np.random.default_rng(0)
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from cuvae import evaluation
-from cuvae.conv_model import ConvArch, ConvVAE, logistic_nll, logistic_nll_grad
-from cuvae.gradcheck import assert_grad_close, numerical_grad
-from cuvae.ops import NumpyOps
+from cuvae.measure import evaluation
+from cuvae.nn.conv_model import ConvArch, ConvVAE, logistic_nll, logistic_nll_grad
+from cuvae.nn.gradcheck import assert_grad_close, numerical_grad
+from cuvae.nn.ops import NumpyOps
 
 ops = NumpyOps()
 rng = np.random.default_rng(1)
@@ -131,7 +131,7 @@ def test_evaluation_functions_accept_the_conv_model():
 
 
 def test_float32_training_step_lowers_the_loss():
-    from cuvae.optim import Adam
+    from cuvae.nn.optim import Adam
 
     arch = ConvArch(image_shape=(1, 8, 8), channels=(4, 8), latent=2, likelihood="bernoulli")
     model = ConvVAE(arch, ops, np.float32)

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-numba = pytest.importorskip("numba", reason="numba is not installed: the fused CPU kernels (cuvae.cpu_ops) are untested")
+numba = pytest.importorskip("numba", reason="numba is not installed: the fused CPU kernels (cuvae.backends.cpu_ops) are untested")
 
-from cuvae import cpu_ops  # noqa: E402
-from cuvae.cpu_ops import NumbaOps  # noqa: E402
-from cuvae.model import VAE, Arch  # noqa: E402
-from cuvae.ops import NumpyOps  # noqa: E402
-from cuvae.optim import Adam  # noqa: E402
+from cuvae.backends import cpu_ops  # noqa: E402
+from cuvae.backends.cpu_ops import NumbaOps  # noqa: E402
+from cuvae.nn.model import VAE, Arch  # noqa: E402
+from cuvae.nn.ops import NumpyOps  # noqa: E402
+from cuvae.nn.optim import Adam  # noqa: E402
 
 ref, fast = NumpyOps(), NumbaOps()
 DTYPES = [np.float32, np.float64]

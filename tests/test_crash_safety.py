@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cuvae.checkpoint import CHECKPOINT, load_checkpoint
+from cuvae.engine.checkpoint import CHECKPOINT, load_checkpoint
 from conftest import ROOT
 
 

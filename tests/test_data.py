@@ -1,4 +1,4 @@
-"""Tests for cuvae.data / cuvae.download: IDX validation, lookup, downloads, subset.
+"""Tests for cuvae.data / cuvae.data.download: IDX validation, lookup, downloads, subset.
 
 No network: downloads go to a local http.server on 127.0.0.1.
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cuvae import data, download
+from cuvae.data import mnist as data
+from cuvae.data import download
 from cuvae.data import DATASETS, Dataset, load_dataset, read_idx
 from cuvae.errors import DataError
 

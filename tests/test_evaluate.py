@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from cuvae import evaluation
-from cuvae.checkpoint import load_checkpoint
+from cuvae.measure import evaluation
+from cuvae.engine.checkpoint import load_checkpoint
 from cuvae.errors import CheckpointError
-from cuvae.train import main as train_main
+from cuvae.cli.train import main as train_main
 from conftest import TINY, run_cli
 
 
@@ -35,9 +35,9 @@ def test_evaluate_json_keys_and_bounds(trained, offline_env):
 
 
 def test_iwae_with_k1_is_the_elbo_in_expectation(trained):
-    from cuvae.backend import get_backend
+    from cuvae.backends.backend import get_backend
     from cuvae.data import load_dataset
-    from cuvae.trainer import prepare_images
+    from cuvae.data.base import prepare_images
 
     ckpt = load_checkpoint(trained)
     model = ckpt.config.build_model(get_backend("cpu").ops)
@@ -62,7 +62,7 @@ def test_gaussian_output_says_sse_is_unnormalised(offline_env, tmp_path):
 
 def test_iwae_memory_stays_bounded_for_k_5000(trained, offline_env):
     code = (
-        "import resource, sys; from cuvae.evaluate import evaluate_run;"
+        "import resource, sys; from cuvae.cli.evaluate import evaluate_run;"
         f"r = evaluate_run({str(trained)!r}, iwae_k=5000, test_size=40, device='cpu', pictures=False, progress=False);"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cuvae.gpu_step import DeviceStep, philox_key
-from cuvae.kernels import KERNELS, source, twins
-from cuvae.model import VAE, Arch
-from cuvae.ops import NumpyOps
-from cuvae.optim import Adam
+from cuvae.backends.gpu_step import DeviceStep, philox_key
+from cuvae.backends.kernels import KERNELS, source, twins
+from cuvae.nn.model import VAE, Arch
+from cuvae.nn.ops import NumpyOps
+from cuvae.nn.optim import Adam
 
 ARCHES = [Arch(in_dim=20, hidden=(12, 7), latent=3, likelihood="gaussian"),
           Arch(in_dim=20, hidden=(12,), latent=3, likelihood="bernoulli"),
@@ -177,7 +177,7 @@ def test_kernel_source_compiles_with_nvrtc():
 
 def test_cuda_ops_imports_without_gpu():
     pytest.importorskip("cupy", reason="CuPy is not installed")
-    from cuvae import cuda_ops
+    from cuvae.backends import cuda_ops
 
     assert set(KERNELS) <= set(dir(cuda_ops.CudaKernels))
 
@@ -192,7 +192,7 @@ def cp():
 
 def _both(cp, fn, *args):
     """Run kernel ``fn`` on device copies and twin ``fn`` on host copies of args; return both arg lists."""
-    from cuvae.cuda_ops import CudaKernels
+    from cuvae.backends.cuda_ops import CudaKernels
 
     dev = [cp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
     host = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
@@ -309,7 +309,7 @@ def test_kernel_advance_and_adam(cp):
 @gpu
 @pytest.mark.gpu
 def test_cupy_ops_match_numpy_ops(cp):
-    from cuvae.cuda_ops import CupyOps
+    from cuvae.backends.cuda_ops import CupyOps
 
     ops, ref, rng = CupyOps(), NumpyOps(), np.random.default_rng(0)
     l, x = rng.normal(size=(40, 30)).astype(np.float32) * 4, rng.uniform(size=(40, 30)).astype(np.float32)
@@ -364,16 +364,16 @@ def test_graph_and_no_graph_give_the_same_losses(cp, k):
 @pytest.mark.gpu
 def test_trainer_gpu_graph_matches_no_graph_and_resumes(tmp_path):
     """Whole epochs through the Trainer: graph == no graph; a resumed run equals an uninterrupted one."""
-    from cuvae.backend import get_backend
-    from cuvae.checkpoint import load_checkpoint
-    from cuvae.config import TrainConfig
+    from cuvae.backends.backend import get_backend
+    from cuvae.engine.checkpoint import load_checkpoint
+    from cuvae.engine.config import TrainConfig
     from cuvae.data import load_dataset
-    from cuvae.events import EpochEnded
-    from cuvae.trainer import Trainer
+    from cuvae.engine.events import EpochEnded
+    from cuvae.engine.trainer import Trainer
 
     import cuvae
 
-    subset = Path(cuvae.__file__).parent / "datasets" / "mnist-subset"  # no download on a GPU box
+    subset = Path(cuvae.__file__).parent / "data" / "datasets" / "mnist-subset"  # no download on a GPU box
     ds = load_dataset("mnist", data_dir=subset, train_size=1000, test_size=200, progress=False, log=lambda m: None)
     runs = {}
     for name, graph, epochs in (("graph", True, 2), ("nograph", False, 2), ("first", True, 1)):
@@ -393,7 +393,7 @@ def test_trainer_gpu_graph_matches_no_graph_and_resumes(tmp_path):
 
 def test_multi_model_twin_epoch():
     """k models through MultiModel (the NumPy twins): each equals its own single-model run."""
-    from cuvae.multi import MultiModel
+    from cuvae.backends.multi import MultiModel
 
     arch = ARCHES[0]
     data = np.random.default_rng(3).uniform(size=(40, 20)).astype(np.float32)

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from cuvae.gradcheck import assert_grad_close, numerical_grad
-from cuvae.model import VAE, Arch
-from cuvae.ops import NumpyOps
-from cuvae.params import init_params
+from cuvae.nn.gradcheck import assert_grad_close, numerical_grad
+from cuvae.nn.model import VAE, Arch
+from cuvae.nn.ops import NumpyOps
+from cuvae.nn.params import init_params
 
 ops = NumpyOps()
 rng = np.random.default_rng(0)

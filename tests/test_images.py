@@ -15,8 +15,8 @@ from PIL import Image
 
 from cuvae.data import load_dataset
 from cuvae.errors import DataError
-from cuvae.images import dataset_arg, dataset_image_shape, read_cifar_batch
-from cuvae.render import to_display
+from cuvae.data.images import dataset_arg, dataset_image_shape, read_cifar_batch
+from cuvae.measure.render import to_display
 
 SHARED_ZIP = Path("/work/shared/data/cifar10-jpeg.zip")
 
@@ -203,8 +203,8 @@ def test_cli_trains_conv_on_a_colour_folder(tmp_path):
     """End to end: --arch conv on a tiny colour folder writes test_bpd and colour pictures."""
     import json
 
-    from cuvae.evaluate import evaluate_run
-    from cuvae.train import main
+    from cuvae.cli.evaluate import evaluate_run
+    from cuvae.cli.train import main
 
     imgs = {f"{s}/{c}/{i}.png": png(rgb(hash((s, c, i)) % 1000, 8, 8)) for s in ("train", "test") for c in "ab"
             for i in range(6)}

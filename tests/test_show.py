@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cuvae import show, views
+from cuvae.cli import show
+from cuvae.measure import views
 from cuvae.data import SUBSET_DIR
-from cuvae.render import PALETTE, to_uint8
-from cuvae.train import main as train_main
+from cuvae.measure.render import PALETTE, to_uint8
+from cuvae.cli.train import main as train_main
 
 TINY = ["--hidden", "16", "--train-size", "200", "--test-size", "60", "--batch-size", "50", "--epochs", "1",
         "--device", "cpu", "--data-dir", str(SUBSET_DIR)]

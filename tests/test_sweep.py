@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cuvae import sweep
-from cuvae.checkpoint import CHECKPOINT, load_checkpoint
+from cuvae.cli import sweep
+from cuvae.engine.checkpoint import CHECKPOINT, load_checkpoint
 from cuvae.data import SUBSET_DIR
 
 TINY = ["--hidden", "16", "--train-size", "200", "--test-size", "60", "--batch-size", "50"]
@@ -101,11 +101,11 @@ def test_more_epochs_resumes_and_matches_a_straight_run(tmp_path, first_sweep):
 
 def test_run_interrupted_mid_way_is_resumed(tmp_path):
     """A sweep killed during epoch 2 of 2 left a checkpoint of epoch 1: the next sweep finishes it."""
-    from cuvae.backend import get_backend
+    from cuvae.backends.backend import get_backend
     from cuvae.data import load_dataset
-    from cuvae.events import EpochEnded
-    from cuvae.train import build_parser, config_from_args
-    from cuvae.trainer import Trainer
+    from cuvae.engine.events import EpochEnded
+    from cuvae.cli.train import build_parser, config_from_args
+    from cuvae.engine.trainer import Trainer
 
     args = build_parser().parse_args(TINY + ["--epochs", "2", "--latent", "2", "--seed", "1"])
     config = config_from_args(args)
@@ -149,7 +149,7 @@ def test_worker_processes_give_the_same_rows(tmp_path, first_sweep):
 
 
 def test_cli_errors(tmp_path, capsys):
-    from cuvae.sweep import cli, main
+    from cuvae.cli.sweep import cli, main
 
     def run(*argv):
         import sys

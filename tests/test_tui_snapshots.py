@@ -23,7 +23,7 @@ ENV = {"CUVAE_MIRRORS": "http://127.0.0.1:9/"}
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    from cuvae.train import main
+    from cuvae.cli.train import main
 
     root = tmp_path_factory.mktemp("snap")
     run = root / "tiny-z2"

@@ -1,12 +1,12 @@
-"""cuvae.views: shapes, value ranges and the geometry of each view, on a tiny random model."""
+"""cuvae.measure.views: shapes, value ranges and the geometry of each view, on a tiny random model."""
 
 import numpy as np
 import pytest
 
-from cuvae import views
-from cuvae.evaluation import decode_images, encode_means
-from cuvae.model import VAE, Arch
-from cuvae.ops import NumpyOps
+from cuvae.measure import views
+from cuvae.measure.evaluation import decode_images, encode_means
+from cuvae.nn.model import VAE, Arch
+from cuvae.nn.ops import NumpyOps
 
 SHAPE = (4, 4)
 

@@ -20,7 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 
 from cuvae.errors import CuvaeError
-from cuvae.events import EpochEnded, Notice, RunStarted, StepMetrics, TrainingFinished
+from cuvae.engine.events import EpochEnded, Notice, RunStarted, StepMetrics, TrainingFinished
 
 from .export import export_png
 from .messages import Epoch, Failed, Finished, Info, Progress, Ready, Started
@@ -406,7 +406,7 @@ class CuvaeApp(App):
 
 def make_app(argv: list[str] | None = None) -> CuvaeApp:
     """Build the app from command-line arguments (the entry point and the tests use this)."""
-    from .__main__ import parse_args
+    from .options import parse_args
 
     return app_from_args(parse_args(argv))
 

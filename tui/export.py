@@ -1,4 +1,4 @@
-"""Export what is on screen as a PNG (through cuvae.render), named so nothing is overwritten."""
+"""Export what is on screen as a PNG (through cuvae.measure.render), named so nothing is overwritten."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 def export_png(rows, labels, title: str, latent: int, epoch: int, view: str, folder: Path | None = None) -> Path:
     """Write ``cuvae-z{latent}-epoch{epoch}-{view}[-k].png`` into folder (default: the current one)."""
-    from cuvae.render import grid, save_png
+    from cuvae.measure.render import grid, save_png
 
     folder = Path.cwd() if folder is None else Path(folder)
     name = f"cuvae-z{latent}-epoch{epoch}-{view}"

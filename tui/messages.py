@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from textual.message import Message
 
-from cuvae.events import EpochEnded, RunStarted, StepMetrics, TrainingFinished
+from cuvae.engine.events import EpochEnded, RunStarted, StepMetrics, TrainingFinished
 
 
 class Ready(Message):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cuvae import views
+from cuvae.measure import views
 from cuvae.errors import CuvaeError
 
 PRESET_LATENTS = (2, 5, 8, 20)
@@ -46,7 +46,7 @@ def read_history(run_dir) -> list[dict]:
 
 def trained_epochs(run_dir) -> int | None:
     """Epochs held by the checkpoint in run_dir, None if there is none (or it is unreadable)."""
-    from cuvae.checkpoint import load_checkpoint
+    from cuvae.engine.checkpoint import load_checkpoint
 
     if not (Path(run_dir) / "checkpoint.npz").exists():
         return None
@@ -85,7 +85,7 @@ class Session:
         self._datasets: dict = {}
 
     def base_config(self, latent: int):
-        from cuvae.train import config_from_args
+        from cuvae.engine.options import config_from_args
 
         return config_from_args(replace_ns(self.args, latent=latent))
 
@@ -94,7 +94,7 @@ class Session:
         return self.runs / f"{c.recipe}-{c.dataset}-{c.model}-z{latent}"
 
     def backend(self, log=None):
-        from cuvae.backend import get_backend
+        from cuvae.backends.backend import get_backend
 
         with self._lock:
             if self._backend is None:
@@ -114,9 +114,10 @@ class Session:
 
     def prepare(self, latent: int, log=None):
         """(Prepared, build) where build(listeners) makes the Trainer; raises CuvaeError on bad input."""
-        from cuvae.checkpoint import CHECKPOINT, load_checkpoint
-        from cuvae.train import resumed_config
-        from cuvae.trainer import Trainer, prepare_images
+        from cuvae.engine.checkpoint import CHECKPOINT, load_checkpoint
+        from cuvae.engine.options import resumed_config
+        from cuvae.data.base import prepare_images
+        from cuvae.engine.trainer import Trainer
 
         run_dir = self.run_dir(latent)
         resume = None
@@ -146,9 +147,9 @@ class Session:
 
 def open_run(run_dir, data_dir=None, log=None) -> Prepared:
     """A finished run, read-only: its checkpoint, metrics and test data (CPU only)."""
-    from cuvae.checkpoint import load_checkpoint
+    from cuvae.engine.checkpoint import load_checkpoint
     from cuvae.data import load_dataset
-    from cuvae.trainer import prepare_images
+    from cuvae.data.base import prepare_images
 
     run_dir = Path(run_dir)
     ckpt = load_checkpoint(run_dir)
@@ -177,7 +178,7 @@ class ViewModel:
     """Pictures from a parameter snapshot on a separate CPU model (safe to use while training runs)."""
 
     def __init__(self, config, params: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, shape=(28, 28)):
-        from cuvae.backend import get_backend
+        from cuvae.backends.backend import get_backend
 
         cpu_config = replace(config, dtype="float32")
         self.model = cpu_config.build_model(get_backend("cpu").ops)

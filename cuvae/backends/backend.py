@@ -1,7 +1,7 @@
 """Choose the array backend once, at the edge, and pass it in.
 
 ``get_backend("cpu"|"gpu"|"auto")`` returns a :class:`Backend` holding the
-array module (NumPy or CuPy) and the matching :class:`~cuvae.ops.Ops`. Nothing
+array module (NumPy or CuPy) and the matching :class:`~cuvae.nn.ops.Ops`. Nothing
 else in cuvae imports CuPy, so the NumPy path works where CUDA is absent.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import BackendError
+from cuvae.errors import BackendError
 
 DEVICES = ("cpu", "gpu", "auto")
 
@@ -53,7 +53,7 @@ def set_cpu_threads(n: int) -> None:
                            "or set OMP_NUM_THREADS before starting") from None
     threadpool_limits(limits=n, user_api="blas")
     try:
-        from . import cpu_ops
+        from cuvae.backends import cpu_ops
     except ImportError:
         return
     if n > cpu_ops.numba.config.NUMBA_NUM_THREADS:
@@ -78,9 +78,9 @@ def _cpu_backend(threads: int | None = None, log: Callable[[str], None] | None =
     if threads is not None:
         set_cpu_threads(threads)
     try:
-        from .cpu_ops import NumbaOps
+        from cuvae.backends.cpu_ops import NumbaOps
     except ImportError:  # numba is a core dependency; this is the fallback, not the plan
-        from .ops import NumpyOps
+        from cuvae.nn.ops import NumpyOps
 
         ops, engine = NumpyOps(), "NumPy"
         if log:
@@ -103,7 +103,7 @@ def _gpu_backend() -> Backend:
             "--device gpu: CuPy is installed but no CUDA device is visible (no NVIDIA GPU or driver, "
             "or CUDA_VISIBLE_DEVICES hides it); check nvidia-smi, or use --device cpu"
         )
-    from .cuda_ops import CupyOps
+    from cuvae.backends.cuda_ops import CupyOps
 
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])

@@ -1,6 +1,6 @@
 """Fused CPU kernels (numba) for the training step: :class:`NumbaOps`.
 
-:class:`~cuvae.ops.NumpyOps` stays the specification and the fallback; every
+:class:`~cuvae.nn.ops.NumpyOps` stays the specification and the fallback; every
 method here has the same signature and meaning as its NumPy twin, and
 ``tests/test_cpu_ops.py`` compares each pair in float32 and float64.
 
@@ -11,7 +11,7 @@ pass, allocates nothing (apart from the small per-example result vectors the
 signatures return) and, above :data:`PARALLEL_MIN` elements, uses all threads.
 
 Compiled lazily on first use per dtype and cached on disk (``cache=True``).
-This module imports numba; :mod:`cuvae.backend` imports it only when asked for
+This module imports numba; :mod:`cuvae.backends.backend` imports it only when asked for
 a CPU backend, so ``import cuvae`` stays light.
 """
 
@@ -26,7 +26,7 @@ from numba import njit, prange
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-from .ops import NumpyOps
+from cuvae.nn.ops import NumpyOps
 
 PARALLEL_MIN = 1 << 21  # elements; below this a thread launch (and waking threads that BLAS keeps spinning) costs more than it saves
 
@@ -359,7 +359,7 @@ class NumbaOps(NumpyOps):
 
 
 def set_threads(n: int) -> None:
-    """Threads for the parallel kernels (BLAS threads are set in :mod:`cuvae.backend`)."""
+    """Threads for the parallel kernels (BLAS threads are set in :mod:`cuvae.backends.backend`)."""
     numba.set_num_threads(n)
 
 

@@ -1,14 +1,14 @@
 """CuPy backend: :class:`CupyOps`, the fused kernels of ``kernels/step.cu``, and cuBLAS through ctypes.
 
-- :class:`CupyOps` runs :class:`~cuvae.ops.NumpyOps`' code on CuPy and overrides hot ops with
+- :class:`CupyOps` runs :class:`~cuvae.nn.ops.NumpyOps`' code on CuPy and overrides hot ops with
   elementwise kernels (each one's twin is the NumpyOps method it overrides).
 - :class:`CudaKernels` launches the kernels of ``step.cu`` with the signatures of their NumPy
-  twins in :mod:`cuvae.kernels.twins` (grid and block are chosen here), compiled lazily.
+  twins in :mod:`cuvae.backends.kernels.twins` (grid and block are chosen here), compiled lazily.
 - :class:`CublasGemm` calls ``cublasSgemm_v2`` / ``cublasSgemmStridedBatched`` through ctypes,
-  which (unlike ``cupy.matmul``) can be captured in a CUDA graph; :class:`cuvae.gpu_step.ArrayGemm`
+  which (unlike ``cupy.matmul``) can be captured in a CUDA graph; :class:`cuvae.backends.gpu_step.ArrayGemm`
   is the same interface on ``xp.matmul``.
 
-Importing this module imports CuPy; :mod:`cuvae.backend` does so only for ``--device gpu``.
+Importing this module imports CuPy; :mod:`cuvae.backends.backend` does so only for ``--device gpu``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from functools import cached_property
 import cupy
 import numpy as np
 
-from .kernels import KERNELS, source
-from .ops import NumpyOps
+from cuvae.backends.kernels import KERNELS, source
+from cuvae.nn.ops import NumpyOps
 
 
 # ---- CupyOps: the generic (uncaptured) path ------------------------------------------------------------
@@ -78,7 +78,7 @@ _NULL = np.uint64(0)
 
 
 class CudaKernels:
-    """``step.cu``'s kernels behind their twins' signatures (cuvae.kernels.twins); float32 arrays."""
+    """``step.cu``'s kernels behind their twins' signatures (cuvae.backends.kernels.twins); float32 arrays."""
 
     xp = cupy
 

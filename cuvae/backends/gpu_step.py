@@ -1,7 +1,7 @@
 """The device-resident training step: data, shuffle, noise, forward, backward and Adam on the GPU,
 captured in one CUDA graph and replayed.
 
-:class:`DeviceStep` trains ``k`` models of one :class:`~cuvae.model.Arch` at once (k = 1 for the
+:class:`DeviceStep` trains ``k`` models of one :class:`~cuvae.nn.model.Arch` at once (k = 1 for the
 trainer; :mod:`cuvae.multi` uses k > 1): parameters, gradients and Adam moments are flat (k * P,
 model i at offset i * P), GEMMs are batched over the models, every elementwise chain is one fused
 kernel, and the per-step scalars (step in epoch, batch offset, Adam's step, the RNG counter) live in
@@ -11,7 +11,7 @@ The same orchestration runs on two engines:
 - ``cuda``: CuPy arrays, the kernels of ``kernels/step.cu`` and cuBLAS through ctypes; captured in a
   CUDA graph unless ``graph=False`` or capture fails (then it says why in one line and runs uncaptured);
 - ``twin``: NumPy arrays, the kernels' NumPy twins and ``np.matmul``: the CPU specification of the
-  step, tested against :class:`~cuvae.model.VAE` so the orchestration is checked without a GPU.
+  step, tested against :class:`~cuvae.nn.model.VAE` so the orchestration is checked without a GPU.
 
 Randomness: epoch e of seed s keys Philox with (s, e); the shuffle, the eps of step t (counter t)
 and dynamic binarisation are pure functions of (s, e, t), so a resumed run replays an epoch exactly.
@@ -23,14 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import twins
-from .model import Arch
+from cuvae.backends.kernels import twins
+from cuvae.nn.model import Arch
 
 STREAM_EPS, STREAM_SHUFFLE = 1, 2
 
 
 class TwinKernels:
-    """The NumPy twins behind :class:`cuvae.cuda_ops.CudaKernels`' interface."""
+    """The NumPy twins behind :class:`cuvae.backends.cuda_ops.CudaKernels`' interface."""
 
     xp = np
 
@@ -46,7 +46,7 @@ def philox_key(seed: int, epoch: int) -> tuple[int, int]:
 
 
 class ArrayGemm:
-    """:class:`cuvae.cuda_ops.CublasGemm`'s interface on ``xp.matmul`` (CuPy uncaptured, or NumPy).
+    """:class:`cuvae.backends.cuda_ops.CublasGemm`'s interface on ``xp.matmul`` (CuPy uncaptured, or NumPy).
 
     ``mm(A, B, C, ta, tb)``: C[i] = op(A[i]) @ op(B[i]) for 3-D views (k, rows, cols).
     """
@@ -92,7 +92,7 @@ class DeviceStep:
         if engine == "cuda":
             import cupy
 
-            from .cuda_ops import CublasGemm, CublasUnavailable, CudaKernels
+            from cuvae.backends.cuda_ops import CublasGemm, CublasUnavailable, CudaKernels
 
             self.xp = cupy
             self.stream = cupy.cuda.Stream(non_blocking=True)

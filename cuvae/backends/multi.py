@@ -8,7 +8,7 @@ their noise. Parameters and Adam moments are one flat buffer of k * P values, mo
     multi = MultiModel(arch, seeds=[0, 1, 2, 3], data=train_x, batch=100)
     for epoch in range(1, 11):
         sums = multi.train_epoch(epoch)      # (k, 3): mean loss, recon, kl of each model
-    params_of_2 = multi.params(2)            # host copy, a cuvae.model.VAE's flat layout
+    params_of_2 = multi.params(2)            # host copy, a cuvae.nn.model.VAE's flat layout
 
 ``engine="twin"`` runs the same step on the CPU with the kernels' NumPy twins (slow; for tests).
 """
@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
-from .gpu_step import DeviceStep
-from .model import Arch
-from .params import init_params
+from cuvae.backends.gpu_step import DeviceStep
+from cuvae.nn.model import Arch
+from cuvae.nn.params import init_params
 
 
 class MultiModel:
@@ -64,7 +64,7 @@ class MultiModel:
         return self.step.read_sums() / n
 
     def params(self, i: int) -> np.ndarray:
-        """Model i's flat parameters on the host (a cuvae.model.VAE's layout)."""
+        """Model i's flat parameters on the host (a cuvae.nn.model.VAE's layout)."""
         p = self.flat[i * self.P:(i + 1) * self.P]
         return p.get() if hasattr(p, "get") else p.copy()
 

@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from .events import EpochEnded, Notice, RunStarted, SamplesReady, StepMetrics, TrainingFinished
-from .render import grid, save_png
+from cuvae.engine.events import EpochEnded, Notice, RunStarted, SamplesReady, StepMetrics, TrainingFinished
+from cuvae.measure.render import grid, save_png
 
 
 def format_epoch(m: dict) -> str:

@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import positive_int, run_main, stderr_console
+from cuvae.engine.options import positive_int, run_main, stderr_console
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .backend import DEVICES
+    from cuvae.backends.backend import DEVICES
 
     p = argparse.ArgumentParser(prog="cuvae-evaluate", description="Evaluate a trained cuvae run on the test set.",
                                 epilog="example: cuvae-evaluate runs/RUN --iwae-k 1000 --json")
@@ -29,13 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=0, device="auto", data_dir=None, pictures=True,
                  log=None, progress=True) -> dict:
     """Evaluate a run directory; returns the result dict (the keys of ``--json``)."""
-    from . import evaluation
-    from .backend import get_backend
-    from .checkpoint import load_checkpoint
-    from .console import PictureWriter
-    from .data import load_dataset
-    from .events import SamplesReady
-    from .trainer import PREVIEW, prepare_images
+    from cuvae.measure import evaluation
+    from cuvae.backends.backend import get_backend
+    from cuvae.engine.checkpoint import load_checkpoint
+    from cuvae.cli.console import PictureWriter
+    from cuvae.data import load_dataset
+    from cuvae.engine.events import SamplesReady
+    from cuvae.data.base import prepare_images
+    from cuvae.engine.trainer import PREVIEW
 
     ckpt = load_checkpoint(run_dir)
     cfg = ckpt.config
@@ -63,7 +64,7 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=0, device="auto",
         result["iwae_nll"] = None
     result["iwae_k"] = iwae_k
     if cfg.likelihood == "logistic":  # discrete over the 256 levels: bits per subpixel
-        from .conv_model import bits_per_dim
+        from cuvae.nn.conv_model import bits_per_dim
 
         result["test_bpd"] = bits_per_dim(result["test_loss"], model.arch.in_dim)
         if result["iwae_nll"] is not None:
@@ -74,7 +75,7 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=0, device="auto",
         result["test_loss_normalised"] = result["test_loss"] + norm
     if pictures:
         writer = PictureWriter(run_dir)
-        from .render import to_display
+        from cuvae.measure.render import to_display
 
         shape = tuple(data.image_shape)
         recon = to_display(evaluation.reconstruct(model, P, x[:PREVIEW], shape), shape)
@@ -140,6 +141,33 @@ def main(argv=None) -> int:
     if not args.no_pictures:
         console.print(f"wrote {args.run_dir / 'reconstructions.png'} and {args.run_dir / 'samples.png'}")
     return 0
+
+
+def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None, seed: int = 0, n_sharp: int = 1000,
+                log=None, progress: bool = False) -> dict:
+    """Sharpness scores and (for a VAE) the ELBO surgery of a trained run, on its test set."""
+    from cuvae.backends.backend import get_backend
+    from cuvae.engine.checkpoint import load_checkpoint
+    from cuvae.data import load_dataset
+    from cuvae.data.base import prepare_images
+    from cuvae.measure.analysis import elbo_surgery, sharpness_scores
+
+    ckpt = load_checkpoint(run_dir)
+    cfg = ckpt.config
+    backend = get_backend(device, log=log)
+    data = load_dataset(cfg.dataset, data_dir=data_dir, train_size=1, test_size=test_size or cfg.test_size,
+                        progress=progress, log=log or (lambda *_: None))
+    model = cfg.build_model(backend.ops)
+    P = model.layout.views(backend.to_device(ckpt.params.astype(model.dtype)))
+    x = backend.to_device(prepare_images(data.test_x, cfg.binarize, model.dtype))
+    vae = cfg.model == "vae"
+    out = sharpness_scores(model, P, x, shape=tuple(data.image_shape), n=n_sharp, seed=seed, samples=vae)
+    if vae:
+        out.update(elbo_surgery(model, P, x, seed=seed))
+    else:
+        out.update({"avg_kl": None, "mutual_info": None, "marginal_kl": None, "mi_bound": None,
+                    "examples": int(x.shape[0])})
+    return out
 
 
 def cli() -> int:

@@ -1,7 +1,7 @@
 """``cuvae-show RUN_DIR VIEW``: pictures of a trained model, as labelled, scaled-up PNGs.
 
 Views: samples, reconstructions, manifold, scatter, interpolate, traverse. Each writes
-``RUN_DIR/show-<view>.png`` (or ``--out FILE``). The arrays come from :mod:`cuvae.views`.
+``RUN_DIR/show-<view>.png`` (or ``--out FILE``). The arrays come from :mod:`cuvae.measure.views`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import nonneg_int, positive_float, positive_int, run_main, stderr_console
-from .errors import CuvaeError
+from cuvae.engine.options import nonneg_int, positive_float, positive_int, run_main, stderr_console
+from cuvae.errors import CuvaeError
 
 VIEWS = ("samples", "reconstructions", "manifold", "scatter", "interpolate", "traverse")
 
@@ -43,10 +43,10 @@ class Loaded:
 
 
 def load_run(run_dir, *, device="auto", data_dir=None, test_size=None) -> Loaded:
-    from .backend import get_backend
-    from .checkpoint import load_checkpoint
-    from .data import load_dataset
-    from .trainer import prepare_images
+    from cuvae.backends.backend import get_backend
+    from cuvae.engine.checkpoint import load_checkpoint
+    from cuvae.data import load_dataset
+    from cuvae.data.base import prepare_images
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -65,8 +65,8 @@ def load_run(run_dir, *, device="auto", data_dir=None, test_size=None) -> Loaded
 
 # ---- the pictures (each returns a PIL image) -----------------------------------------------------
 def picture_samples(run: Loaded, n=32, seed=0, temperature=1.0, scale=3):
-    from . import views
-    from .render import grid
+    from cuvae.measure import views
+    from cuvae.measure.render import grid
 
     imgs = views.samples(run.model, run.P, n, seed=seed, temperature=temperature, shape=run.shape)
     cols = 8
@@ -75,8 +75,8 @@ def picture_samples(run: Loaded, n=32, seed=0, temperature=1.0, scale=3):
 
 
 def picture_reconstructions(run: Loaded, index, scale=3):
-    from . import views
-    from .render import grid
+    from cuvae.measure import views
+    from cuvae.measure.render import grid
 
     orig, rec = views.reconstructions(run.model, run.P, run.x[np.asarray(index)], shape=run.shape)
     rows, labels, cols = [], [], 8
@@ -87,8 +87,8 @@ def picture_reconstructions(run: Loaded, index, scale=3):
 
 
 def picture_manifold(run: Loaded, n=15, scale=2):
-    from . import views
-    from .render import grid
+    from cuvae.measure import views
+    from cuvae.measure.render import grid
 
     a, b = views.manifold_dims(run.model, run.P, run.x)
     imgs = views.manifold(run.model, run.P, n, x=run.x, shape=run.shape)
@@ -101,8 +101,8 @@ def picture_manifold(run: Loaded, n=15, scale=2):
 
 
 def picture_scatter(run: Loaded, n=5000):
-    from . import views
-    from .render import scatter_plot
+    from cuvae.measure import views
+    from cuvae.measure.render import scatter_plot
 
     n = min(n, run.x.shape[0])
     pts = views.latent_scatter(run.model, run.P, run.x[:n])
@@ -113,8 +113,8 @@ def picture_scatter(run: Loaded, n=5000):
 
 
 def picture_interpolate(run: Loaded, a: int, b: int, steps=10, mode="both", scale=3):
-    from . import views
-    from .render import grid
+    from cuvae.measure import views
+    from cuvae.measure.render import grid
 
     modes = ("linear", "slerp") if mode == "both" else (mode,)
     xa, xb = run.x[a:a + 1], run.x[b:b + 1]
@@ -126,8 +126,8 @@ def picture_interpolate(run: Loaded, a: int, b: int, steps=10, mode="both", scal
 
 
 def picture_traverse(run: Loaded, index: int, steps=7, span=3.0, dims=None, scale=3):
-    from . import views
-    from .render import grid
+    from cuvae.measure import views
+    from cuvae.measure.render import grid
 
     L = run.model.arch.latent
     dims = list(range(L)) if dims is None else dims
@@ -140,8 +140,8 @@ def picture_traverse(run: Loaded, index: int, steps=7, span=3.0, dims=None, scal
 def latent_comparison(sweep_dir, rows, *, device="auto", data_dir=None, scale=2):
     """SWEEP_DIR/latent_comparison.png: one test digit per class, reconstructed by each latent size
     (first seed of each), the originals on top, then a row of prior samples per VAE latent size."""
-    from .render import grid, save_png
-    from . import views
+    from cuvae.measure.render import grid, save_png
+    from cuvae.measure import views
 
     done = sorted((r for r in rows if r["status"] != "failed"), key=lambda r: (r["model"] != "vae", r["latent"], r["seed"]))
     first = {}
@@ -168,7 +168,7 @@ def latent_comparison(sweep_dir, rows, *, device="auto", data_dir=None, scale=2)
 
 # ---- command line -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from .backend import DEVICES
+    from cuvae.backends.backend import DEVICES
 
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("common")
@@ -259,7 +259,7 @@ def make_picture(args, run: Loaded):
 
 
 def main(argv=None) -> int:
-    from .render import save_png
+    from cuvae.measure.render import save_png
 
     args = build_parser().parse_args(argv)
     run = load_run(args.run_dir, device=args.device, data_dir=args.data_dir, test_size=args.test_size)

@@ -27,9 +27,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import positive_int, run_main, stderr_console
-from .errors import CuvaeError
-from .sweep_results import rich_table, run_name, summarise, write_results
+from cuvae.engine.options import positive_int, run_main, stderr_console
+from cuvae.errors import CuvaeError
+from cuvae.cli.sweep_results import rich_table, run_name, summarise, write_results
 
 RESULT = "result.json"
 # what a resumed run may not change (the data and the noise it was trained on)
@@ -72,12 +72,12 @@ def run_one(spec: RunSpec) -> dict:
 
 
 def _train_and_evaluate(spec: RunSpec) -> dict:
-    from .backend import get_backend
-    from .checkpoint import CHECKPOINT, check_same_model, load_checkpoint
-    from .config import TrainConfig
-    from .console import PictureWriter
-    from .data import load_dataset
-    from .trainer import Trainer
+    from cuvae.backends.backend import get_backend
+    from cuvae.engine.checkpoint import CHECKPOINT, check_same_model, load_checkpoint
+    from cuvae.engine.config import TrainConfig
+    from cuvae.cli.console import PictureWriter
+    from cuvae.data import load_dataset
+    from cuvae.engine.trainer import Trainer
 
     run_dir = Path(spec.run_dir)
     config = TrainConfig.from_dict(spec.config)
@@ -120,8 +120,8 @@ class _LogFile:
         self.path = path
 
     def __call__(self, event) -> None:
-        from .console import format_epoch
-        from .events import EpochEnded, Notice
+        from cuvae.cli.console import format_epoch
+        from cuvae.engine.events import EpochEnded, Notice
 
         if isinstance(event, EpochEnded):
             line = format_epoch(event.metrics)
@@ -135,11 +135,11 @@ class _LogFile:
 
 def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
     """The run's evaluation, from RUN_DIR/result.json when it matches (same epoch, k, seed), else computed."""
-    from .analysis import analyse_run
-    from .atomic import atomic_write_bytes
-    from .checkpoint import load_checkpoint
-    from .evaluate import evaluate_run
-    from .trainer import METRICS
+    from cuvae.cli.evaluate import analyse_run
+    from cuvae.atomic import atomic_write_bytes
+    from cuvae.engine.checkpoint import load_checkpoint
+    from cuvae.cli.evaluate import evaluate_run
+    from cuvae.engine.trainer import METRICS
 
     epoch = load_checkpoint(run_dir).epoch
     key = {"epoch": epoch, "iwae_k": spec.iwae_k, "eval_seed": spec.eval_seed, "test_size": config.test_size}
@@ -295,7 +295,7 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
     a list of device ids, one worker process each; ``ray`` "auto", "local" or an address (an
     existing ``ray.init`` in this process is used as it is). ``log`` gets one line per run.
     """
-    from .train import build_parser, config_from_args
+    from cuvae.cli.train import build_parser, config_from_args
 
     out = Path(out)
     base = build_parser().parse_args(list(train_args))
@@ -334,7 +334,7 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
             on_done(rows[-1])
     write_results(out, rows, iwae_k)
     if pictures and any(r["status"] != "failed" for r in rows):
-        from .show import latent_comparison
+        from cuvae.cli.show import latent_comparison
 
         latent_comparison(out, rows, device=device, data_dir=data_dir)
     return rows
@@ -359,7 +359,7 @@ Run the same command again to skip finished runs and resume unfinished ones.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import build_parser as train_parser
+    from cuvae.cli.train import build_parser as train_parser
 
     base = train_parser()
     p = argparse.ArgumentParser(prog="cuvae-sweep", parents=[base], conflict_handler="resolve", add_help=False,
@@ -418,7 +418,7 @@ def main(argv=None) -> int:
         del train_argv[i:i + 2]
     console = stderr_console()
     # fail fast on a bad option combination (the recipe, the data folder) before starting workers
-    from .train import build_parser as train_parser, config_from_args
+    from cuvae.cli.train import build_parser as train_parser, config_from_args
 
     config_from_args(train_parser().parse_args(train_argv))
     if args.data_dir is not None and not args.data_dir.is_dir():

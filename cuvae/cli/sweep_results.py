@@ -53,7 +53,7 @@ def _cell(s, key, fmt) -> str:
 
 
 def write_results(out: Path, rows: list[dict], iwae_k: int) -> None:
-    from .atomic import atomic_write_bytes
+    from cuvae.atomic import atomic_write_bytes
 
     out = Path(out)
     buf = io.StringIO()

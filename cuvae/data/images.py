@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .errors import DataError
+from cuvae.errors import DataError
 
 IMAGE_DATASETS = ("cifar10",)
 CIFAR_TARBALL = "cifar-10-python.tar.gz"
@@ -54,7 +54,7 @@ def is_image_dataset(name) -> bool:
 
 def dataset_arg(text: str) -> str:
     """argparse type for --dataset: mnist, fashion-mnist, cifar10 or folder:PATH (made absolute)."""
-    from .data import DATASETS
+    from cuvae.data.base import DATASETS
 
     key = text.strip()
     if key.lower().startswith("folder:"):
@@ -178,8 +178,8 @@ def _cifar_source(root: Path) -> Path | None:
 
 
 def _download_cifar(folder: Path, progress: bool, log) -> Path:
-    """Fetch the tarball into ``folder``: temp file, MD5 check, atomic rename (cuvae.download's machinery)."""
-    from . import download as dl
+    """Fetch the tarball into ``folder``: temp file, MD5 check, atomic rename (cuvae.data.download's machinery)."""
+    from cuvae.data import download as dl
 
     folder.mkdir(parents=True, exist_ok=True)
     reasons = []
@@ -210,8 +210,8 @@ def _download_cifar(folder: Path, progress: bool, log) -> Path:
 
 def load_cifar10(data_dir=None, download: bool = True, progress: bool = True, log=print):
     """((train_x, train_y), (test_x, test_y), source path)."""
-    from .data import cache_dir
-    from .download import DownloadError
+    from cuvae.data.base import cache_dir
+    from cuvae.data.download import DownloadError
 
     src = None
     if data_dir is not None:
@@ -306,7 +306,7 @@ def _decode(tree: _Tree, name: str, mode: str | None):
 
 
 def _cache_path(root: Path) -> Path:
-    from .data import cache_dir
+    from cuvae.data.base import cache_dir
 
     st = root.stat()
     if root.is_dir():
@@ -367,7 +367,7 @@ def _decode_folder(root: Path, log):
 
 def load_folder(root, log=print):
     """((train_x, train_y), (test_x, test_y), image_shape, classes), decoding once then reading the cache."""
-    from .atomic import atomic_write_bytes
+    from cuvae.atomic import atomic_write_bytes
 
     root = Path(root).expanduser()
     if not root.exists():
@@ -397,10 +397,10 @@ def load_folder(root, log=print):
 def load_image_dataset(name, data_dir=None, train_size=None, test_size=None, download=True, progress=True,
                        log=print):
     """``cuvae.data.load_dataset`` for ``cifar10`` and ``folder:PATH``."""
-    from .data import Dataset, _check_size, _count, _take
+    from cuvae.data.base import Dataset, check_size, count, take
 
-    _check_size("train_size", train_size)
-    _check_size("test_size", test_size)
+    check_size("train_size", train_size)
+    check_size("test_size", test_size)
     key = str(name).strip()
     if key.lower().startswith("folder:"):
         root = Path(key[7:]).expanduser()
@@ -410,8 +410,8 @@ def load_image_dataset(name, data_dir=None, train_size=None, test_size=None, dow
         (tx, ty), (vx, vy), where = load_cifar10(data_dir, download, progress, log)
         shape, disp, canon = CIFAR_SHAPE, "CIFAR-10", "cifar10"
     n_train, n_test = len(tx), len(vx)
-    tx, ty = _take("train_size", train_size, tx, ty, f"the training set of {where}")
-    vx, vy = _take("test_size", test_size, vx, vy, f"the test set of {where}")
-    source = f"{disp} ({_count(len(tx), n_train)} train / {_count(len(vx), n_test)} test) from {where}"
+    tx, ty = take("train_size", train_size, tx, ty, f"the training set of {where}")
+    vx, vy = take("test_size", test_size, vx, vy, f"the test set of {where}")
+    source = f"{disp} ({count(len(tx), n_train)} train / {count(len(vx), n_test)} test) from {where}"
     log(f"using {source}")
     return Dataset(canon, np.ascontiguousarray(tx), ty, np.ascontiguousarray(vx), vy, shape, source, False)

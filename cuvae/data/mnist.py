@@ -1,6 +1,6 @@
 """MNIST and Fashion-MNIST: find, download, validate and load them.
 
-Lookup order for ``load_dataset(name, data_dir)``; the first folder holding all
+Lookup order for ``load_idx_dataset(name, data_dir)``; the first folder holding all
 four standard IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
 ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each ``.gz`` or raw) wins:
 
@@ -12,8 +12,8 @@ four standard IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte`
 4. The cache ``$XDG_CACHE_HOME/cuvae/<name>/`` (default ``~/.cache/cuvae/<name>/``).
 5. Download into the cache from ``MIRRORS[name]`` (or every base URL in
    ``$CUVAE_MIRRORS``, comma-separated), verifying the SHA-256 of the
-   decompressed payload against ``CHECKSUMS``; see :mod:`cuvae.download`.
-6. MNIST only: the bundled subset ``cuvae/datasets/mnist-subset/`` (10,000
+   decompressed payload against ``CHECKSUMS``; see :mod:`cuvae.data.download`.
+6. MNIST only: the bundled subset ``cuvae/data/datasets/mnist-subset/`` (10,000
    train / 2,000 test), with one log line saying so and how to get the full set.
 
 Local files are validated structurally (magic, dims, exact length, labels
@@ -29,16 +29,14 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cuvae import download as _dl
+from cuvae.data import download as _dl
+from cuvae.data.base import DATASETS, DISPLAY, Dataset, cache_dir, check_size, count, take
 from cuvae.errors import DataError
 
-DATASETS = ("mnist", "fashion-mnist")
-DISPLAY = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -78,18 +76,6 @@ _IMAGES_MAGIC, _LABELS_MAGIC = 0x00000803, 0x00000801
 _REDOWNLOAD = "delete it and run again to re-download"
 _FULL_SET_HOWTO = ("get the full set with --data-dir DIR (a folder holding the four IDX files), "
                    "by setting CUVAE_DATA_DIR, or by running once with network access")
-
-
-@dataclass
-class Dataset:
-    name: str                 # "mnist" or "fashion-mnist"
-    train_x: np.ndarray       # uint8, (N, 784), C-contiguous
-    train_y: np.ndarray       # uint8, (N,)
-    test_x: np.ndarray        # uint8, (M, 784)
-    test_y: np.ndarray        # uint8, (M,)
-    image_shape: tuple        # (28, 28)
-    source: str               # one line: what was loaded and from where
-    is_subset: bool           # True when the bundled subset is used
 
 
 # --------------------------------------------------------------------------- IDX
@@ -184,13 +170,6 @@ def _load_split(files, split: str, hint: str) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- lookup
 
 
-def cache_dir(name: str) -> Path:
-    """``$XDG_CACHE_HOME/cuvae/<name>`` (``~/.cache/cuvae/<name>`` by default)."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "cuvae" / name
-
-
 def mirrors(name: str) -> list[str]:
     """Base URLs to try: ``$CUVAE_MIRRORS`` (comma-separated) if set, else ``MIRRORS[name]``."""
     env = os.environ.get("CUVAE_MIRRORS", "").strip()
@@ -235,25 +214,7 @@ def _download_missing(name: str, folder: Path, progress: bool, log) -> dict[str,
     return files
 
 
-def _check_size(label: str, n) -> None:
-    if n is None:
-        return
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise DataError(f"{label} must be a whole number, got {n!r}")
-    if n < 1:
-        raise DataError(f"{label} must be at least 1, got {n}")
-
-
-def _take(label: str, n, x, y, where: str):
-    if n is None:
-        return x, y
-    if n > len(x):
-        raise DataError(f"{label} {n:,} is larger than the {len(x):,} examples available "
-                        f"in {where}")
-    return x[:n].copy(), y[:n].copy()
-
-
-def load_dataset(name: str = "mnist", data_dir=None, train_size: int | None = None,
+def load_idx_dataset(name: str = "mnist", data_dir=None, train_size: int | None = None,
                  test_size: int | None = None, download: bool = True, progress: bool = True,
                  log=print) -> Dataset:
     """Find (or download) ``name`` and return it as a :class:`Dataset`; see the module doc.
@@ -262,17 +223,11 @@ def load_dataset(name: str = "mnist", data_dir=None, train_size: int | None = No
     messages; ``progress`` shows a rich progress bar on stderr while downloading
     (with ``progress=False`` downloads are reported through ``log`` instead).
     """
-    if log is None:
-        log = lambda message: None  # noqa: E731
-    from cuvae import images as _images
-
-    if _images.is_image_dataset(name):  # cifar10 and folder:PATH live in cuvae.images
-        return _images.load_image_dataset(name, data_dir, train_size, test_size, download, progress, log)
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    _check_size("train_size", train_size)
-    _check_size("test_size", test_size)
+    check_size("train_size", train_size)
+    check_size("test_size", test_size)
     disp = DISPLAY[key]
 
     files = hint = None
@@ -330,14 +285,10 @@ def _read_sliced(files, hint: str, where: str, train_size, test_size):
     train_x, train_y = _load_split(files, "train", hint)
     test_x, test_y = _load_split(files, "t10k", hint)
     n_train, n_test = len(train_x), len(test_x)
-    train_x, train_y = _take("train_size", train_size, train_x, train_y, f"the training set of {where}")
-    test_x, test_y = _take("test_size", test_size, test_x, test_y, f"the test set of {where}")
-    counts = f"{_count(len(train_x), n_train)} train / {_count(len(test_x), n_test)} test"
+    train_x, train_y = take("train_size", train_size, train_x, train_y, f"the training set of {where}")
+    test_x, test_y = take("test_size", test_size, test_x, test_y, f"the test set of {where}")
+    counts = f"{count(len(train_x), n_train)} train / {count(len(test_x), n_test)} test"
     return train_x, train_y, test_x, test_y, counts, (n_train, n_test)
-
-
-def _count(n: int, total: int) -> str:
-    return f"{n:,}" if n == total else f"first {n:,} of {total:,}"
 
 
 def _load_subset(train_size, test_size, reason: str, log) -> Dataset:

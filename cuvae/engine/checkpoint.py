@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
-from .config import TrainConfig
-from .errors import CheckpointError
+from cuvae.atomic import atomic_write_bytes
+from cuvae.engine.config import TrainConfig
+from cuvae.errors import CheckpointError
 
 CHECKPOINT = "checkpoint.npz"
 FORMAT = 1

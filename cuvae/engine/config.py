@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-from .errors import CuvaeError
-from .model import Arch
+from cuvae.errors import CuvaeError
+from cuvae.nn.model import Arch
 
 BINARIZE = ("none", "static", "dynamic")
 ARCH_TYPES = ("mlp", "conv")
@@ -43,7 +43,7 @@ class TrainConfig:
     train_size: int | None = None
     test_size: int | None = None
     dtype: str = "float32"
-    arch_type: str = "mlp"  # "mlp" (cuvae.model.VAE) or "conv" (cuvae.conv_model.ConvVAE)
+    arch_type: str = "mlp"  # "mlp" (cuvae.nn.model.VAE) or "conv" (cuvae.nn.conv_model.ConvVAE)
     channels: tuple[int, ...] = (32, 64, 128)  # conv only: channels of the stride-2 convolutions
     image_shape: tuple[int, ...] | None = None  # (C, H, W); None: looked up from the dataset
 
@@ -53,7 +53,7 @@ class TrainConfig:
         if self.arch_type not in ARCH_TYPES:
             raise CuvaeError(f"unknown --arch {self.arch_type!r}; choose one of: {', '.join(ARCH_TYPES)}")
         if self.image_shape is None:
-            from .images import dataset_image_shape
+            from cuvae.data.images import dataset_image_shape
 
             self.image_shape = dataset_image_shape(self.dataset)
         self.image_shape = tuple(int(v) for v in self.image_shape)
@@ -76,7 +76,7 @@ class TrainConfig:
         from math import prod
 
         if self.arch_type == "conv":
-            from .conv_model import CONV_LIKELIHOODS, ConvArch
+            from cuvae.nn.conv_model import CONV_LIKELIHOODS, ConvArch
 
             if self.likelihood not in CONV_LIKELIHOODS:
                 raise CuvaeError(f"--likelihood {self.likelihood} is not available for --arch conv; "
@@ -94,10 +94,10 @@ class TrainConfig:
     def build_model(self, ops):
         """The model this config describes, on a backend's ops."""
         if self.arch_type == "conv":
-            from .conv_model import ConvVAE
+            from cuvae.nn.conv_model import ConvVAE
 
             return ConvVAE(self.arch, ops, self.dtype)
-        from .model import VAE
+        from cuvae.nn.model import VAE
 
         return VAE(self.arch, ops, self.dtype)
 

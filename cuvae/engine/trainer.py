@@ -19,23 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import evaluation
-from .backend import Backend
-from .checkpoint import Checkpoint, save_checkpoint
-from .config import TrainConfig
-from .events import EpochEnded, Listener, Notice, RunStarted, SamplesReady, StepMetrics, TrainingFinished
-from .optim import Adam
+from cuvae.measure import evaluation
+from cuvae.backends.backend import Backend
+from cuvae.engine.checkpoint import Checkpoint, save_checkpoint
+from cuvae.data.base import prepare_images
+from cuvae.engine.config import TrainConfig
+from cuvae.engine.events import EpochEnded, Listener, Notice, RunStarted, SamplesReady, StepMetrics, TrainingFinished
+from cuvae.nn.optim import Adam
 
 METRICS = "metrics.jsonl"
 PREVIEW = 8  # test digits shown as reconstructions after each epoch
-
-
-def prepare_images(images_u8: np.ndarray, binarize: str, dtype) -> np.ndarray:
-    """uint8 pixels -> [0, 1] floats; ``static`` draws one fixed Bernoulli sample per pixel."""
-    x = images_u8.astype(dtype) * np.asarray(1.0 / 255.0, dtype)
-    if binarize == "static":
-        x = (np.random.default_rng(20_24).random(x.shape, dtype=np.float32) < x).astype(dtype)
-    return x
 
 
 class Trainer:
@@ -73,7 +66,7 @@ class Trainer:
         self._device_step = None
         if (backend.name == "gpu" and self.dtype == np.float32 and config.clip_norm is None
                 and type(self.model).__name__ == "VAE"):
-            from .gpu_step import DeviceStep
+            from cuvae.backends.gpu_step import DeviceStep
 
             try:
                 self._device_step = DeviceStep(
@@ -142,7 +135,7 @@ class Trainer:
         """
         if self._device_step is not None:
             return
-        from .model import free_workspaces
+        from cuvae.nn.model import free_workspaces
 
         xp, L = self.xp, self.config.latent
         self.model.loss_and_grad(self.P, self.G, self.train_x[:2].copy(), xp.zeros((2, L), self.dtype), 1.0)
@@ -239,7 +232,7 @@ class Trainer:
             "seconds": seconds, "examples_per_s": n / seconds,
         }
         if cfg.likelihood == "logistic":  # a probability mass over the 256 levels: a proper bits/dim
-            from .conv_model import bits_per_dim
+            from cuvae.nn.conv_model import bits_per_dim
 
             metrics["test_bpd"] = bits_per_dim(test["test_loss"], self.model.arch.in_dim)
         # metrics first, checkpoint second: a crash in between leaves a line that resume trims
@@ -296,7 +289,7 @@ class Trainer:
 
     def emit_pictures(self) -> None:
         """Reconstructions of the first test digits and samples from the prior, as events."""
-        from .render import to_display
+        from cuvae.measure.render import to_display
 
         shape = tuple(self.dataset.image_shape)
         recon = to_display(evaluation.reconstruct(self.model, self.P, self.test_x[:PREVIEW], shape), shape)

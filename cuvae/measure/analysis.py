@@ -37,7 +37,7 @@ from math import log, pi
 
 import numpy as np
 
-from .evaluation import _host, prior_samples, reconstruct
+from cuvae.measure.evaluation import _host, prior_samples, reconstruct
 
 
 # ---- sharpness -------------------------------------------------------------------------------
@@ -126,30 +126,3 @@ def elbo_surgery(model, P, x, *, samples: int = 1, seed: int = 0) -> dict:
     avg_kl = float((0.5 * (means ** 2 + np.exp(logvars) - 1.0 - logvars).sum(1)).mean())
     return {"avg_kl": avg_kl, "mutual_info": mi / samples, "marginal_kl": mkl / samples, "mi_bound": log(N),
             "examples": int(N)}
-
-
-# ---- one run directory ---------------------------------------------------------------------------
-def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None, seed: int = 0, n_sharp: int = 1000,
-                log=None, progress: bool = False) -> dict:
-    """Sharpness scores and (for a VAE) the ELBO surgery of a trained run, on its test set."""
-    from .backend import get_backend
-    from .checkpoint import load_checkpoint
-    from .data import load_dataset
-    from .trainer import prepare_images
-
-    ckpt = load_checkpoint(run_dir)
-    cfg = ckpt.config
-    backend = get_backend(device, log=log)
-    data = load_dataset(cfg.dataset, data_dir=data_dir, train_size=1, test_size=test_size or cfg.test_size,
-                        progress=progress, log=log or (lambda *_: None))
-    model = cfg.build_model(backend.ops)
-    P = model.layout.views(backend.to_device(ckpt.params.astype(model.dtype)))
-    x = backend.to_device(prepare_images(data.test_x, cfg.binarize, model.dtype))
-    vae = cfg.model == "vae"
-    out = sharpness_scores(model, P, x, shape=tuple(data.image_shape), n=n_sharp, seed=seed, samples=vae)
-    if vae:
-        out.update(elbo_surgery(model, P, x, seed=seed))
-    else:
-        out.update({"avg_kl": None, "mutual_info": None, "marginal_kl": None, "mi_bound": None,
-                    "examples": int(x.shape[0])})
-    return out

@@ -11,7 +11,7 @@ from math import log, pi
 
 import numpy as np
 
-from .model import VAE, free_workspaces
+from cuvae.nn.model import VAE, free_workspaces
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: a unit is active if Cov_x(E_q[z_u]) > 0.01
 

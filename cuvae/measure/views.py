@@ -5,7 +5,7 @@ host NumPy float32 images in [0, 1] out (decoder means, sigmoid of the logits),
 ``shape`` being the dataset's image shape. Randomness comes from seeds.
 
 The functions run the model's forward pass in its cached workspaces, so do not call
-them on the same :class:`~cuvae.model.VAE` instance a training thread is stepping:
+them on the same :class:`~cuvae.nn.model.VAE` instance a training thread is stepping:
 build a second model from the config (``config.build_model(ops)``) for the views.
 """
 
@@ -15,7 +15,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .evaluation import _host, decode_images, encode_means, prior_samples, reconstruct
+from cuvae.measure.evaluation import _host, decode_images, encode_means, prior_samples, reconstruct
 
 INTERPOLATION_MODES = ("linear", "slerp")
 

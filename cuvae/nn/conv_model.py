@@ -20,7 +20,7 @@ Likelihoods (per example, summed over the C*H*W subpixels):
   It is chosen over a discretised Gaussian because its CDF is a sigmoid: exact
   and overflow-free with NumPy/CuPy alone (no erf), with a closed-form gradient.
 
-The public surface is :class:`cuvae.model.VAE`'s: ``encode``, ``decode``,
+The public surface is :class:`cuvae.nn.model.VAE`'s: ``encode``, ``decode``,
 ``split_head``, ``sample_z``, ``recon_per_example``, ``losses``,
 ``loss_and_grad``, ``workspace``, ``initial_params``, ``layout``, ``arch``, so
 the trainer, the evaluation functions and checkpoints work unchanged.
@@ -33,10 +33,10 @@ from math import prod
 
 import numpy as np
 
-from .conv import conv2d, conv2d_backward, conv_out_size, conv_transpose2d, conv_transpose2d_backward, \
+from cuvae.nn.conv import conv2d, conv2d_backward, conv_out_size, conv_transpose2d, conv_transpose2d_backward, \
     conv_transpose_out_size
-from .model import VAE
-from .params import Layout
+from cuvae.nn.model import VAE
+from cuvae.nn.params import Layout
 
 CONV_LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
 DEFAULT_CHANNELS = (32, 64, 128)

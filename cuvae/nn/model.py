@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .params import Layout, init_params
+from cuvae.nn.params import Layout, init_params
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 MODEL_KINDS = ("vae", "ae")

@@ -9,8 +9,8 @@ Conventions (one for the whole package):
 - ``logvar`` is log sigma^2, so sigma = exp(0.5 * logvar) in sampler, KL and gradients;
 - the decoder emits *logits*; Bernoulli NLL is softplus(l) - x*l, never log(sigmoid).
 
-:class:`NumpyOps` is the specification. :class:`cuvae.cuda_ops.CupyOps` runs the
-same code on CuPy and :class:`cuvae.cpu_ops.NumbaOps` on fused CPU kernels; both
+:class:`NumpyOps` is the specification. :class:`cuvae.backends.cuda_ops.CupyOps` runs the
+same code on CuPy and :class:`cuvae.backends.cpu_ops.NumbaOps` on fused CPU kernels; both
 override hot ops, each tested against its NumPy twin here.
 """
 

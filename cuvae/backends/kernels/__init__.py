@@ -1,6 +1,6 @@
 """CUDA sources of cuvae's fused kernels (``step.cu``) and their NumPy twins (:mod:`.twins`).
 
-Nothing here imports CuPy: :mod:`cuvae.cuda_ops` compiles the source lazily, on first use.
+Nothing here imports CuPy: :mod:`cuvae.backends.cuda_ops` compiles the source lazily, on first use.
 """
 
 from __future__ import annotations

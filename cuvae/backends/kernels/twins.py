@@ -2,7 +2,7 @@
 
 The twins are the specification of the kernels: ``tests/test_gpu.py`` runs each CUDA kernel
 and its twin on the same inputs, and ``tests/test_cpu_ops.py``-style CPU tests check the twins
-against :class:`cuvae.ops.NumpyOps` (so the chain NumpyOps -> twin -> kernel is closed).
+against :class:`cuvae.nn.ops.NumpyOps` (so the chain NumpyOps -> twin -> kernel is closed).
 Arrays are NumPy; ``state`` is the int64 vector [step in epoch, batch offset, Adam step, _].
 """
 
