@@ -60,8 +60,12 @@ def count(n: int, total: int) -> str:
 
 
 def prepare_images(images_u8: np.ndarray, binarize: str, dtype) -> np.ndarray:
-    """uint8 pixels -> [0, 1] floats; ``static`` draws one fixed Bernoulli sample per pixel."""
-    x = images_u8.astype(dtype) * np.asarray(1.0 / 255.0, dtype)
+    """uint8 pixels (or floats already in [0, 1]) -> [0, 1] floats; ``static`` draws one fixed
+    Bernoulli sample per pixel."""
+    if images_u8.dtype == np.uint8:
+        x = images_u8.astype(dtype) * np.asarray(1.0 / 255.0, dtype)
+    else:  # the Python API's float arrays
+        x = images_u8.astype(dtype, copy=True)
     if binarize == "static":
         x = (np.random.default_rng(20_24).random(x.shape, dtype=np.float32) < x).astype(dtype)
     return x
