@@ -80,9 +80,11 @@ def test_cupy_without_a_gpu_names_what_is_missing(monkeypatch):
     info = {"cupy": "14.2.0", "cupy_major_cuda": 12, "available": False, "driver": None, "runtime": "12.9",
             "nvrtc": None, "headers": "/usr/local/cuda/include", "cublas": None, "devices": [], "device_error": None}
     reason = doctor.gpu_skip_reason({"cuda": info}, "auto")
-    assert "no NVIDIA driver" in reason and "no visible CUDA device" in reason and "NVRTC" in reason
+    assert reason.startswith("missing an NVIDIA driver (libcuda), so no CUDA device; NVRTC") and "fix: " in reason
     assert "cuBLAS" in reason and "pip install 'cuvae[cuda12]'" in reason and "headers" not in reason
     assert doctor.gpu_skip_reason({"cuda": {**info, "available": True}}, "auto") is None
+    hidden = doctor.gpu_skip_reason({"cuda": {**info, "driver": "12.9", "nvrtc": "/n", "cublas": "/c"}}, "auto")
+    assert hidden == "missing a visible CUDA device; fix: check nvidia-smi and CUDA_VISIBLE_DEVICES"
 
 
 # ---- the checks can fail -----------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ def test_gpu_error_without_device_says_what_else_is_missing(monkeypatch):
 
 
 def test_missing_lists_each_part_with_its_fix():
-    assert cuda_env.missing({"cupy": None})[0][0] == "CuPy is not installed"
+    assert cuda_env.missing({"cupy": None})[0][0] == "CuPy (not installed)"
     parts = cuda_env.missing({"cupy": "14.2.0", "cupy_major_cuda": 13, "driver": None, "available": False,
                               "nvrtc": None, "headers": None, "cublas": None})
     text = " ".join(what for what, _ in parts)

@@ -116,13 +116,13 @@ def missing(info: dict) -> list[tuple[str, str]]:
     """(what is missing, the fix) for each part of the GPU path that was not found."""
     extra = extra_for(info)
     if info.get("cupy") is None:
-        why = info.get("cupy_error") or "CuPy is not installed"
+        why = info.get("cupy_error") or "CuPy (not installed)"
         return [(why, f"pip install '{extra}' (CUDA 12 driver) or 'cuvae[cuda13]' (CUDA 13 driver)")]
     out = []
     if not info.get("driver"):
-        out.append(("no NVIDIA driver (libcuda)", "install the NVIDIA driver; check with nvidia-smi"))
-    if not info.get("available"):
-        out.append(("no visible CUDA device" + (f" ({info['device_error']})" if info.get("device_error") else ""),
+        out.append(("an NVIDIA driver (libcuda), so no CUDA device", "install the NVIDIA driver (nvidia-smi shows it)"))
+    elif not info.get("available"):
+        out.append(("a visible CUDA device" + (f" ({info['device_error']})" if info.get("device_error") else ""),
                     "check nvidia-smi and CUDA_VISIBLE_DEVICES"))
     if not info.get("nvrtc"):
         out.append(("NVRTC (libnvrtc, CuPy compiles every kernel with it)", f"pip install '{extra}'"))

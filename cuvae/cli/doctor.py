@@ -109,7 +109,7 @@ def gpu_skip_reason(env, device: str) -> str | None:
     parts = cuda_env.missing(c)
     what = "; ".join(w for w, _ in parts)
     fixes = list(dict.fromkeys(f for _, f in parts))
-    return f"{what}: {'; '.join(fixes)}"
+    return f"missing {what}; fix: {'; '.join(fixes)}"
 
 
 def collect(args, env, log=lambda line: None) -> tuple[list, str | None]:
