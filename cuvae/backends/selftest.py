@@ -9,6 +9,7 @@ arguments, so the same comparison serves NumbaOps and CupyOps.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -202,8 +203,18 @@ def time_cpu_step(ops, batch: int = 100, steps: int = 30) -> tuple[str, dict]:
             step()
             done += 1
         best = min(best, (time.perf_counter() - t0) * 1e3 / done)
+    load, cores = _load(), os.cpu_count() or 1
+    busy = f"; the machine is busy (load average {load:.1f} on {cores} cores)" if load and load > cores else ""
     return (f"{CHAPTER.describe()}, batch {batch}: {best:.2f} ms a step ({best * 600 / 1e3:.2f} s a "
-            f"60,000-image epoch)", {"batch": batch, "ms_per_step": best, "s_per_epoch": best * 600 / 1e3})
+            f"60,000-image epoch){busy}", {"batch": batch, "ms_per_step": best, "s_per_epoch": best * 600 / 1e3,
+                                           "load_average": load, "cpu_count": cores})
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # not on every platform
+        return None
 
 
 # ---- the hand-written backward against float64 finite differences ---------------------------------------
