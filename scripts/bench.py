@@ -389,11 +389,11 @@ def torch_cuda_probe():
 
 
 def run_gpu(args, x, emit):
-    import cupy
-
     from cuvae.backends.backend import get_backend
 
-    device = get_backend("gpu").device_name
+    device = get_backend("gpu").device_name  # no GPU: a one-line error naming the fix, before importing CuPy
+    import cupy
+
     x_dev = cupy.asarray(x)
     tr, tdev = torch_cuda_probe()
     if tr is None:
@@ -495,4 +495,10 @@ def _fmt_profile(r):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cuvae.errors import CuvaeError
+
+    try:
+        sys.exit(main())
+    except CuvaeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
