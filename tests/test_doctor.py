@@ -142,3 +142,23 @@ def test_kernel_check_catches_an_off_by_one():
 def test_python_m_cuvae_doctor_help():
     r = run_cli(["-m", "cuvae.doctor", "--help"], cwd=ROOT)
     assert r.returncode == 0 and "--gradcheck" in r.stdout and "exit code" in r.stdout
+
+
+def test_with_a_gpu_the_gpu_checks_run_and_report(monkeypatch, capsys):
+    """The GPU section as it runs on a device, with the twins standing in for it."""
+    _fast_cpu(monkeypatch)
+    monkeypatch.setattr(doctor, "gpu_skip_reason", lambda env, device: None)
+    twin = [c for c in selftest_gpu.gpu_checks(engine="twin") if c.name.startswith(("compile", "kernel advance"))]
+    monkeypatch.setattr(selftest_gpu, "gpu_checks", lambda gradcheck=False: twin)
+    assert doctor.main(["--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    gpu = [c for c in report["checks"] if c["section"] == "gpu"]
+    assert [c["name"] for c in gpu] == ["compile the kernels", "kernel advance vs twin"]
+    assert all(c["status"] == "ok" for c in gpu) and report["summary"]["gpu_skipped_reason"] is None
+
+    def no_device(gradcheck=False):
+        raise RuntimeError("cudaErrorNoDevice")
+
+    monkeypatch.setattr(selftest_gpu, "gpu_checks", no_device)
+    assert doctor.main([]) == 1
+    assert "FAILED  set up the GPU checks: RuntimeError: cudaErrorNoDevice" in capsys.readouterr().out
