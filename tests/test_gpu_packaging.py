@@ -65,5 +65,14 @@ def test_missing_lists_each_part_with_its_fix():
     for word in ("driver", "device", "NVRTC", "headers", "cuBLAS"):
         assert word in text
     assert all("cuvae[cuda13]" in fix for what, fix in parts if what.startswith(("NVRTC", "the CUDA", "cuBLAS")))
-    assert cuda_env.missing({"cupy": "14", "driver": "12.9", "available": True, "nvrtc": "/n", "headers": "/h",
-                             "cublas": "/c"}) == []
+    ready = {"cupy": "14", "cupy_major_cuda": 12, "driver": "12.9", "available": True, "nvrtc": "/n", "headers": "/h",
+             "headers_version": "12.9", "cublas": "/c"}
+    assert cuda_env.missing(ready) == []
+    other = cuda_env.missing({**ready, "headers_version": "13.0"})
+    assert len(other) == 1 and other[0][0].startswith("CUDA 12 headers (found CUDA 13.0's in /h")
+
+
+def test_headers_version_reads_cudart_version(tmp_path):
+    (tmp_path / "cuda_runtime_api.h").write_text("/* x */\n#define CUDART_VERSION  12090\n")
+    assert cuda_env.headers_version(tmp_path) == "12.9"
+    assert cuda_env.headers_version(tmp_path / "absent") is None and cuda_env.headers_version(None) is None

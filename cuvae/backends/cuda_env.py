@@ -79,9 +79,25 @@ def probe(full: bool = True) -> dict:
         info["headers"] = pathfinder.find_nvidia_header_directory("cudart")
     except Exception:  # noqa: BLE001
         pass
+    info["headers_version"] = headers_version(info["headers"])
     if full:
         info["cublas"] = _cublas_path()
     return info
+
+
+def headers_version(include_dir) -> str | None:
+    """CUDART_VERSION of ``include_dir/cuda_runtime_api.h`` as "13.0" (None when unreadable)."""
+    import re
+    from pathlib import Path
+
+    if not include_dir:
+        return None
+    try:
+        text = (Path(include_dir) / "cuda_runtime_api.h").read_text(errors="replace")
+    except OSError:
+        return None
+    m = re.search(r"#define\s+CUDART_VERSION\s+(\d+)", text)
+    return _version(int(m.group(1))) if m else None
 
 
 def _cublas_path() -> str | None:
@@ -128,6 +144,11 @@ def missing(info: dict) -> list[tuple[str, str]]:
         out.append(("NVRTC (libnvrtc, CuPy compiles every kernel with it)", f"pip install '{extra}'"))
     if not info.get("headers"):
         out.append(("the CUDA headers (CuPy 14 needs them to compile)", f"pip install '{extra}'"))
+    elif info.get("headers_version") and info.get("cupy_major_cuda") and \
+            int(info["headers_version"].split(".")[0]) != info["cupy_major_cuda"]:
+        out.append((f"CUDA {info['cupy_major_cuda']} headers (found CUDA {info['headers_version']}'s in "
+                    f"{info['headers']}, which CuPy for CUDA {info['cupy_major_cuda']} may fail to compile with)",
+                    f"pip install '{extra}'"))
     if not info.get("cublas"):
         out.append(("cuBLAS (libcublas)", f"pip install '{extra}'"))
     return out

@@ -90,7 +90,7 @@ def environment_lines(env) -> list[tuple[str, str]]:
         ("CUDA driver", c["driver"] or nf),
         ("CUDA runtime", f"{c['runtime']} (CuPy's)" if c["runtime"] else nf),
         ("NVRTC", c["nvrtc"] or nf),
-        ("CUDA headers", c["headers"] or nf),
+        ("CUDA headers", f"{c['headers']} (CUDA {c.get('headers_version') or 'version unknown'})" if c["headers"] else nf),
         ("cuBLAS", c["cublas"] or nf),
         ("GPU", gpus or (c.get("device_error") or "none visible")),
     ]
