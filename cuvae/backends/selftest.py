@@ -115,6 +115,8 @@ def compare_ops(ops, dtypes=(np.float32, np.float64), to_dev=np.asarray, to_host
             scratch = SCRATCH.get(name)
             pairs = [(to_host(g), w) for i, (g, w) in enumerate(zip(got_args, want_args))
                      if isinstance(w, np.ndarray) and i != scratch]
+            if (want is None) != (got is None):
+                raise CheckFailed(f"{name} returns {'nothing' if got is None else 'a value'}, NumpyOps' does not")
             if want is not None:
                 pairs.append((to_host(got), want))
             for g, w in pairs:
