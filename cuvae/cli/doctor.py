@@ -209,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
 def cli() -> int:
     from cuvae.engine.options import run_main
 
-    return run_main(main)
+    try:
+        return run_main(main)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
