@@ -307,27 +307,50 @@ class GpuGemms:
         self.stream.synchronize()
 
 
-def time_cuvae_gpu(x_dev, batch, k, graph, tf32, epochs=3):
-    """Best epoch of ``epochs`` (after one warm-up epoch): (ms per step, s per epoch incl. shuffle, pool bytes)."""
-    import cupy
+MIN_STEPS = 3  # timed epochs replay at least 2 steps after the one that captures the graph
 
+
+def epoch_plan(n: int, batch: int, min_steps: int = MIN_STEPS) -> tuple[int, int]:
+    """(steps per epoch, times the data are repeated) so an epoch has at least ``min_steps`` full batches.
+
+    Batch 10000 on the bundled 10,000-image subset is one step an epoch: that step captures the graph,
+    which leaves no replay to time. A step's cost does not depend on which images it sees, so the data
+    are repeated instead (the row says so).
+    """
+    if batch < 1 or n < batch:
+        raise ValueError(f"batch {batch} needs 1 to {n} images")
+    reps = max(1, -(-min_steps * batch // n))
+    return n * reps // batch, reps
+
+
+def time_cuvae_gpu(x_dev, batch, k, graph, tf32, epochs=3, engine="cuda"):
+    """Best epoch of ``epochs`` (after one warm-up epoch): (ms per step, s per epoch incl. shuffle, pool bytes,
+    kind, notes, data repeats). ``engine="twin"`` runs it on the NumPy twins (for the CPU tests)."""
     from cuvae.nn.model import Arch
     from cuvae.backends.multi import MultiModel
 
-    pool = cupy.get_default_memory_pool()
-    pool.free_all_blocks()
-    base = pool.used_bytes()
+    if engine == "cuda":
+        import cupy
+
+        pool = cupy.get_default_memory_pool()
+        pool.free_all_blocks()
+        base = pool.used_bytes()
+        xp, device_sync = cupy, cupy.cuda.Device().synchronize
+    else:
+        pool, xp, device_sync = None, np, lambda: None
     arch = Arch(hidden=(256, 128), latent=8, likelihood="gaussian")
     notes = []
-    steps = x_dev.shape[0] // batch  # full batches only: every step replays the same graph
-    multi = MultiModel(arch, list(range(k)), x_dev[: steps * batch], batch=batch, graph=graph, tf32=tf32,
-                       log=notes.append)
+    steps, reps = epoch_plan(x_dev.shape[0], batch)
+    data = x_dev if reps == 1 else xp.concatenate([x_dev] * reps)
+    # full batches only: every step replays the same graph
+    multi = MultiModel(arch, list(range(k)), data[: steps * batch], batch=batch, graph=graph, tf32=tf32,
+                       log=notes.append, engine=engine)
     best_step, best_epoch = float("inf"), float("inf")
     for epoch in range(1, epochs + 2):
-        cupy.cuda.Device().synchronize()
+        device_sync()
         t0 = time.perf_counter()
         multi.step.start_epoch(epoch, np.ones(steps, np.float32), multi.adam_steps)
-        multi.step.step(batch)  # the first step captures the epoch's graph
+        multi.step.step(batch)  # the first step may capture the epoch's graph: not timed as a step
         multi.step.synchronize()
         t1 = time.perf_counter()
         for _ in range(steps - 1):
@@ -340,29 +363,41 @@ def time_cuvae_gpu(x_dev, batch, k, graph, tf32, epochs=3):
             best_epoch = min(best_epoch, t2 - t0)
     if not np.isfinite(sums).all():
         raise RuntimeError(f"cuvae GPU step diverged at batch {batch}, k {k}")
-    used = pool.total_bytes() - base
+    used = pool.total_bytes() - base if pool is not None else 0
     kind = multi.step.gemm_kind + (", graph" if multi.step.use_graph else ", no graph")
     multi.close()
-    return best_step, best_epoch * 60_000 / (steps * batch), used, kind, notes
+    return best_step, best_epoch * 60_000 / (steps * batch), used, kind, notes, reps
 
 
-def run_gpu(args, x, emit):
-    import cupy
+def torch_cuda_probe():
+    """(torch_reference module, "torch X, <GPU>") when PyTorch can use CUDA, else (None, why not).
 
-    from cuvae.backends.backend import get_backend
-
-    device = get_backend("gpu").device_name
-    x_dev = cupy.asarray(x)
+    A CPU build of torch raises AssertionError from get_device_name(): ask is_available() first.
+    """
     try:
         import torch
 
         import torch_reference as tr
-        tdev = f"torch {torch.__version__}, {torch.cuda.get_device_name()}"
-        if not torch.cuda.is_available():
-            raise ImportError("no CUDA in this torch build")
     except ImportError as err:
-        tr = None
-        print(f"PyTorch with CUDA is not available ({err}): cuvae figures only", file=sys.stderr)
+        return None, f"PyTorch is not installed ({err})"
+    try:
+        if not torch.cuda.is_available():
+            return None, f"torch {torch.__version__} has no usable CUDA (a CPU build, or no device)"
+        return tr, f"torch {torch.__version__}, {torch.cuda.get_device_name()}"
+    except Exception as err:  # noqa: BLE001 - a broken CUDA setup in torch: report it, time cuvae anyway
+        return None, f"torch {torch.__version__}: {type(err).__name__}: {err}"
+
+
+def run_gpu(args, x, emit):
+    from cuvae.backends.backend import get_backend
+
+    device = get_backend("gpu").device_name  # no GPU: a one-line error naming the fix, before importing CuPy
+    import cupy
+
+    x_dev = cupy.asarray(x)
+    tr, tdev = torch_cuda_probe()
+    if tr is None:
+        print(f"PyTorch with CUDA is not available ({tdev}): cuvae figures only", file=sys.stderr)
     rows = []
     for batch in args.batches:
         out = []
@@ -382,13 +417,13 @@ def run_gpu(args, x, emit):
         best_pt = min((r["ms_per_step"] for m, (_, r) in pt.items() if m != "gemm_only"), default=None)
         for k in args.models:
             for graph in ([True, False] if args.no_graph and k == 1 else [True]):
-                ms, epoch_s, used, kind, notes = time_cuvae_gpu(x_dev, batch, k, graph, args.tf32)
+                ms, epoch_s, used, kind, notes, reps = time_cuvae_gpu(x_dev, batch, k, graph, args.tf32)
                 for note in notes:
                     print(f"note: {note}", file=sys.stderr)
                 per_model = ms / k
                 r = record(f"cuvae k={k} ({kind})", batch, per_model, device, args.tf32,
                            ms_per_step_all_models=ms, models=k, epoch_s_measured=epoch_s / k,
-                           gemm_floor_ms=floor, x_floor=ms / (floor * k), peak_mb=used / 2**20)
+                           gemm_floor_ms=floor, x_floor=ms / (floor * k), peak_mb=used / 2**20, data_repeats=reps)
                 if best_pt:
                     r["ratio"] = per_model / best_pt
                 out.append(r)
@@ -460,4 +495,10 @@ def _fmt_profile(r):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cuvae.errors import CuvaeError
+
+    try:
+        sys.exit(main())
+    except CuvaeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

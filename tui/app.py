@@ -143,6 +143,7 @@ class CuvaeApp(App):
             trainer = holder["trainer"] = build([listener])
             with self._lock:
                 if self._stopped_gen >= gen:
+                    trainer.close()  # stopped before it ran: release its GPU step all the same
                     return
                 self._trainer = trainer
             trainer.run()

@@ -17,8 +17,8 @@ from cuvae.errors import BackendError
 DEVICES = ("cpu", "gpu", "auto")
 
 _INSTALL_HINT = (
-    "install CuPy with pip install 'cuvae[cuda12]' (CUDA 12 driver) or 'cuvae[cuda13]' (CUDA 13); "
-    "without a system CUDA toolkit add its [ctk] extra, e.g. pip install 'cupy-cuda12x[ctk]'"
+    "pip install 'cuvae[cuda12]' (NVIDIA driver for CUDA 12) or 'cuvae[cuda13]' (CUDA 13): each brings CuPy "
+    "with the NVRTC, CUDA headers and cuBLAS it compiles and runs cuvae's kernels with (cupy-cuda12x[ctk])"
 )
 
 
@@ -97,12 +97,23 @@ def _gpu_backend() -> Backend:
     try:
         import cupy
     except ImportError:
-        raise BackendError(f"--device gpu: CuPy is not installed; {_INSTALL_HINT}, or use --device cpu") from None
+        raise BackendError(f"--device gpu: CuPy is not installed; {_INSTALL_HINT}; or use --device cpu") from None
+    from cuvae.backends import cuda_env
+
     if not cupy.is_available():
+        info = cuda_env.probe(full=False)
+        also = cuda_env.compile_missing(info)
         raise BackendError(
             "--device gpu: CuPy is installed but no CUDA device is visible (no NVIDIA GPU or driver, "
             "or CUDA_VISIBLE_DEVICES hides it); check nvidia-smi, or use --device cpu"
+            + (f"; missing as well: {' and '.join(also)}: pip install '{cuda_env.extra_for(info)}'" if also else "")
         )
+    info = cuda_env.probe(full=False)
+    lacking = cuda_env.compile_missing(info)
+    if lacking:
+        raise BackendError(f"--device gpu: CuPy {cupy.__version__} cannot compile cuvae's kernels without "
+                           f"{' and '.join(lacking)}; pip install '{cuda_env.extra_for(info)}' (cupy-cuda"
+                           f"{info.get('cupy_major_cuda') or 12}x[ctk] brings them), or use --device cpu")
     from cuvae.backends.cuda_ops import CupyOps
 
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)

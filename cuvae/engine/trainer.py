@@ -31,6 +31,12 @@ METRICS = "metrics.jsonl"
 PREVIEW = 8  # test digits shown as reconstructions after each epoch
 
 
+def one_line(err: BaseException) -> str:
+    """``Type: first non-empty line`` of an exception (just ``Type`` when its message is empty)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0][:160]}" if lines else type(err).__name__
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, backend: Backend, dataset, run_dir, *,
                  listeners: list[Listener] = (), resume: Checkpoint | None = None, report_every: float = 0.25,
@@ -63,19 +69,11 @@ class Trainer:
         self._eps = xp.empty((B, L), self.dtype)
         # GPU, float32 MLP without clipping: the device-resident step (shuffle, noise, step, Adam on the
         # device, captured in a CUDA graph unless graph=False); anything else takes the loop below
-        self._device_step = None
-        if (backend.name == "gpu" and self.dtype == np.float32 and config.clip_norm is None
-                and type(self.model).__name__ == "VAE"):
-            from cuvae.backends.gpu_step import DeviceStep
-
-            try:
-                self._device_step = DeviceStep(
-                    self.model.arch, self.params, self.grads, self.adam.m, self.adam.v, self.train_x,
-                    seed=config.seed, lr=config.lr, beta1=self.adam.beta1, beta2=self.adam.beta2, eps=self.adam.eps,
-                    binarize=config.binarize == "dynamic", graph=graph, tf32=tf32, log=lambda m: self.emit(Notice(m)))
-            except Exception as err:  # e.g. no NVRTC to compile the kernels: the plain CuPy step still works
-                self.emit(Notice(f"fused GPU step unavailable ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
-                                 f"using the plain CuPy step"))
+        self._graph, self._tf32 = graph, tf32
+        self._device_wanted = (backend.name == "gpu" and self.dtype == np.float32 and config.clip_norm is None
+                               and type(self.model).__name__ == "VAE")
+        self._device_step, self._device_proven = None, False
+        self._open_device_step()
 
         self._stop = threading.Event()
         self._running = threading.Event()
@@ -100,15 +98,52 @@ class Trainer:
         for listener in self.listeners:
             listener(event)
 
+    # ---- the fused device step: opened here, closed on every way out of run() ------------------
+    def _open_device_step(self) -> None:
+        if not self._device_wanted or self._device_step is not None:
+            return
+        from cuvae.backends.gpu_step import DeviceStep
+
+        try:
+            self._device_step = DeviceStep(
+                self.model.arch, self.params, self.grads, self.adam.m, self.adam.v, self.train_x,
+                seed=self.config.seed, lr=self.config.lr, beta1=self.adam.beta1, beta2=self.adam.beta2,
+                eps=self.adam.eps, binarize=self.config.binarize == "dynamic", graph=self._graph, tf32=self._tf32,
+                log=lambda m: self.emit(Notice(m)))
+            self._device_proven = False
+        except Exception as err:  # e.g. no NVRTC to compile the kernels: the plain CuPy step still works
+            self._fall_back(err)
+
+    def _fall_back(self, err: BaseException) -> None:
+        """Use the plain CuPy step from now on, saying why in one line."""
+        self._device_wanted = False
+        self.emit(Notice(f"fused GPU step unavailable ({one_line(err)}); using the plain CuPy step"))
+
+    def close(self) -> None:
+        """Wait for the device's queued work and release the fused step (idempotent; run() calls it)."""
+        dev, self._device_step = self._device_step, None
+        try:
+            if dev is not None:
+                dev.close()  # synchronises its stream first
+            self.backend.synchronize()
+        except Exception as err:  # noqa: BLE001 - a broken device: say so, the checkpoint on disk is whole
+            self.emit(Notice(f"closing the GPU step failed ({one_line(err)})", "warning"))
+
     # ---- the loop ----------------------------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(self.train_x.shape[0] / self.config.batch_size)
 
     def run(self) -> TrainingFinished:
-        # a diverging model overflows exp(); that is detected and reported, so NumPy need not warn
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            return self._run()
+        """Train to ``config.epochs``; on any way out (done, stop, divergence, Ctrl-C, error) the device is
+        synchronised and the fused step closed, so nothing still writes the parameters once it returns."""
+        try:
+            self._open_device_step()  # again after a previous run() closed it
+            # a diverging model overflows exp(); that is detected and reported, so NumPy need not warn
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                return self._run()
+        finally:
+            self.close()
 
     def _run(self) -> TrainingFinished:
         cfg = self.config
@@ -176,15 +211,47 @@ class Trainer:
         return step, lambda: backend.to_host(sums)
 
     def _device_stepper(self, epoch: int):
-        """The same on the device: shuffle keyed by (seed, epoch), sums accumulated on the GPU."""
+        """The same on the device: shuffle keyed by (seed, epoch), sums accumulated on the GPU.
+
+        Until its first step has run and synchronised, a failure of the device step (a kernel that does not
+        compile or launch) falls back to the plain step for the whole epoch, from the weights as they were.
+        """
         dev = self._device_step
-        dev.start_epoch(epoch, [self._beta(epoch, k) for k in range(self.steps_per_epoch)], self.adam.step_count)
+        saved = None if self._device_proven else (self.params.copy(), self.adam.m.copy(), self.adam.v.copy())
+        try:
+            dev.start_epoch(epoch, [self._beta(epoch, k) for k in range(self.steps_per_epoch)], self.adam.step_count)
+        except Exception as err:
+            if saved is None:
+                raise
+            return self._abandon_device(err, saved, epoch)
+        current = {}
 
         def step(start: int, b: int, k: int) -> None:
-            dev.step(b)
+            if "host" in current:
+                return current["host"][0](start, b, k)
+            if not self._device_proven:
+                try:
+                    dev.step(b)
+                    dev.synchronize()  # an asynchronous launch failure shows here, not steps later
+                except Exception as err:
+                    current["host"] = self._abandon_device(err, saved, epoch)
+                    return current["host"][0](start, b, k)
+                self._device_proven = True
+            else:
+                dev.step(b)
             self.adam.step_count += 1
 
-        return step, lambda: dev.read_sums()[0]
+        def read_sums():
+            return current["host"][1]() if "host" in current else dev.read_sums()[0]
+
+        return step, read_sums
+
+    def _abandon_device(self, err: BaseException, saved, epoch: int):
+        """First use failed: restore the weights, close the device step, and give the epoch's plain stepper."""
+        self._fall_back(err)
+        self.params[...], self.adam.m[...], self.adam.v[...] = saved
+        self.close()
+        return self._host_stepper(epoch)
 
     def _train_epoch(self, epoch: int) -> TrainingFinished | None:
         cfg, backend = self.config, self.backend
@@ -211,8 +278,8 @@ class Trainer:
                     return self._diverged(epoch)
                 rate = seen / max(now - start - paused_for, 1e-9)
                 self.emit(StepMetrics(epoch, step + 1, self.steps_per_epoch, *map(float, mean), rate))
-        if dev is not None:
-            dev.synchronize()
+        if self._device_step is not None:
+            self._device_step.synchronize()
         backend.synchronize()
         seconds = time.perf_counter() - start - paused_for
         train = read_sums() / n
@@ -260,6 +327,8 @@ class Trainer:
                                         f"the checkpoint of epoch {self.epoch} is intact")
 
     def _finish(self, reason: str, message: str) -> TrainingFinished:
+        if self._device_step is not None:  # listeners may read the weights: nothing may still be writing them
+            self._device_step.synchronize()
         event = TrainingFinished(reason, self.epoch, message)
         self.emit(event)
         return event
