@@ -27,6 +27,10 @@ inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned
 inline unsigned int __umulhi(unsigned int a, unsigned int b) {
     return (unsigned int)(((unsigned long long)a * b) >> 32);
 }
+inline void sincospif(float x, float* s, float* c) {  // CUDA's is within 1 ulp; this rounds the double result
+    *s = (float)sin(M_PI * (double)x);
+    *c = (float)cos(M_PI * (double)x);
+}
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline long long min(long long a, long long b) { return a < b ? a : b; }

@@ -51,9 +51,14 @@ extern "C" __global__ void normal_philox(float* __restrict__ out, long long n, c
     uint4 r = philox4x32_10(make_uint4((unsigned int)block, stream, (unsigned int)ctr, (unsigned int)(ctr >> 32)),
                             make_uint2(key[0], key[1]));
     float r0 = sqrtf(-2.0f * logf(u01(r.x))), r1 = sqrtf(-2.0f * logf(u01(r.z)));
-    float a0 = 6.283185307179586f * u01(r.y), a1 = 6.283185307179586f * u01(r.w);
-    float v[4] = {r0 * cosf(a0), r0 * sinf(a0), r1 * cosf(a1), r1 * sinf(a1)};
-    for (int j = 0; j < 4 && i + j < n; ++j) out[i + j] = v[j];
+    // angle 2 pi u through sincospif: no slow-path argument reduction, so no local memory
+    float s0, c0, s1, c1;
+    sincospif(2.0f * u01(r.y), &s0, &c0);
+    sincospif(2.0f * u01(r.w), &s1, &c1);
+    out[i] = r0 * c0;  // element by element: an indexed array would live in local memory
+    if (i + 1 < n) out[i + 1] = r0 * s0;
+    if (i + 2 < n) out[i + 2] = r1 * c1;
+    if (i + 3 < n) out[i + 3] = r1 * s1;
 }
 
 // Random 32-bit sort keys for the epoch's shuffle: out[i] = Philox(i, stream, 0, 0; key).x

@@ -41,8 +41,10 @@ def normal_philox(out, n, counter, key, stream):
                   np.full_like(blocks, (ctr >> 32) & _MASK)])
     r = philox4x32_10(c, (int(key[0]), int(key[1])))
     r0, r1 = np.sqrt(np.float32(-2) * np.log(u01(r[0]))), np.sqrt(np.float32(-2) * np.log(u01(r[2])))
-    a0, a1 = np.float32(6.283185307179586) * u01(r[1]), np.float32(6.283185307179586) * u01(r[3])
-    v = np.stack([r0 * np.cos(a0), r0 * np.sin(a0), r1 * np.cos(a1), r1 * np.sin(a1)], axis=1).reshape(-1)
+    # sincospif(x): sin and cos of pi x, x = 2u in float32
+    x0, x1 = [np.pi * (np.float32(2) * u01(r[j])).astype(np.float64) for j in (1, 3)]
+    c0, s0, c1, s1 = (f(x).astype(np.float32) for x in (x0, x1) for f in (np.cos, np.sin))
+    v = np.stack([r0 * c0, r0 * s0, r1 * c1, r1 * s1], axis=1).reshape(-1)
     out.reshape(-1)[:n] = v[:n]
 
 
