@@ -254,6 +254,18 @@ def test_resume_mid_run_equals_uninterrupted(emu_ieee):
     _close(whole, _run("twin", SMALL, DATA, 16, 3, binarize=True))
 
 
+def test_multi_model_on_emulated_device(emu_ieee):
+    from cuvae.backends.multi import MultiModel
+
+    got = MultiModel(SMALL, [4, 5, 6], DATA, batch=16, lr=1e-2, init="pytorch", seed=9, graph=True)
+    want = MultiModel(SMALL, [4, 5, 6], DATA, batch=16, lr=1e-2, init="pytorch", seed=9, engine="twin")
+    for epoch in (1, 2):
+        np.testing.assert_allclose(got.train_epoch(epoch), want.train_epoch(epoch), rtol=1e-4, atol=1e-5)
+    for i in range(3):
+        np.testing.assert_allclose(got.params(i), want.params(i), rtol=1e-3, atol=1e-5)
+    got.close()
+
+
 # ---- the review's defects ----------------------------------------------------------------------------------------------
 def test_one_graph_serves_every_epoch(emu_ieee):
     """The Philox key is in device memory: 3 epochs capture once per batch size (16 and the partial 2)."""
