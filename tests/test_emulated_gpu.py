@@ -33,8 +33,8 @@ def emu_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("emulated-gpu")  # each variant of each source compiles once a session
 
 
-def _start(monkeypatch, emu_cache, variant="ieee", mode="fibers", code=None):
-    shim, cuda_ops = install(monkeypatch, emu_cache, variant, mode)
+def _start(monkeypatch, emu_cache, variant="ieee", mode="fibers", code=None, reverse=False):
+    shim, cuda_ops = install(monkeypatch, emu_cache, variant, mode, reverse)
     if code is not None:
         monkeypatch.setattr(cuda_ops, "source", lambda: code)
     return shim
@@ -157,6 +157,16 @@ BARRIER_SMALL = [
                              np.array([0.3, 0.7], np.float32), np.array([1, 0, 0, 0], np.int64), np.ones(6),
                              np.zeros(6, np.float32), 300, 2), [(4, 1e-9, 0), (5, 1e-6, 0)]),
 ]
+
+
+BARRIER_CASES = [p for p in GPU_KERNEL_CASES if p.id.split("-")[0] in ("recon_fwd_grad", "relu_back_bias_grad",
+                                                                         "reparam_latent_backward_finish")]
+
+
+@pytest.mark.parametrize("fn,kwargs", BARRIER_CASES)
+def test_barrier_kernels_with_threads_taking_turns_in_reverse(monkeypatch, emu_cache, fn, kwargs):
+    """Reverse order finds a missing barrier where a thread reads a lower thread's write (forward: a higher's)."""
+    fn(_start(monkeypatch, emu_cache, reverse=True), **kwargs)
 
 
 @pytest.mark.parametrize("name,make,checks", BARRIER_SMALL, ids=[b[0] for b in BARRIER_SMALL])
@@ -342,8 +352,7 @@ def test_block_sizes_come_from_the_source(emu_ieee, monkeypatch):
     from cuvae.backends import cuda_ops
 
     monkeypatch.setattr(cuda_ops, "source", lambda: code)
-    for fn, kwargs in [(p.values[0], p.values[1]) for p in GPU_KERNEL_CASES
-                       if p.id.split("-")[0] in ("recon_fwd_grad", "relu_back_bias_grad", "reparam_latent_backward_finish")]:
+    for fn, kwargs in [p.values for p in BARRIER_CASES]:
         fn(emu_ieee, **kwargs)
     assert cuda_ops.CudaKernels().recon_threads == 64
 

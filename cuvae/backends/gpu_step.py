@@ -139,7 +139,11 @@ class DeviceStep:
         self.graph_failed = None
         self._n_betas = self._host_step = self._host_offset = 0
         self._closed = False
-        self.kern.compile()  # CuPy compiles on first use: fail here, where the trainer falls back
+        try:
+            self.kern.compile()  # CuPy compiles on first use: fail here, where the trainer falls back
+        except Exception:
+            self.gemm.close()
+            raise
         self.wait_for_caller()
 
     # ---- helpers ----------------------------------------------------------------------------------------

@@ -11,14 +11,14 @@ import sys
 from . import build, cupy_shim
 
 
-def install(monkeypatch, cache, variant="ieee", mode="fibers"):
+def install(monkeypatch, cache, variant="ieee", mode="fibers", reverse=False):
     """Make ``import cupy`` give the stand-in and import cuvae's CUDA modules afresh against it.
 
     Returns ``(shim, cuda_ops)``; monkeypatch undoes everything at the end of the test.
     """
     cublas_path = build.build_cublas(cache)
     cublas = ctypes.CDLL(str(cublas_path))
-    cupy_shim.start(cache, variant, cublas, mode)
+    cupy_shim.start(cache, variant, cublas, mode, reverse)
     monkeypatch.setitem(sys.modules, "cupy", cupy_shim)
     monkeypatch.delitem(sys.modules, "cuvae.backends.cuda_ops", raising=False)
     import cuvae.backends.cuda_ops as cuda_ops

@@ -5,9 +5,10 @@
 // CUDA thread of a block has its own stack and a barrier completes only when every thread of the
 // block has reached the same __syncthreads; threads that reach different barriers, or that exit
 // while others wait, are reported as an error. Two schedulers (cuvae_emu_set_mode):
-//  - FIBERS (default): the threads are ucontext fibers taking turns in threadIdx order between
-//    barriers. Deterministic, so a missing barrier reads stale or poisoned shared memory every time,
-//    not once in a while; and fast (a switch is ~0.3 us, an OS thread's ~10 us on a busy machine).
+//  - FIBERS (default): the threads are ucontext fibers taking turns in threadIdx order (or the
+//    reverse, cuvae_emu_set_reverse) between barriers. Deterministic, so a missing barrier reads
+//    stale or poisoned shared memory every time, not once in a while; and fast (a switch is ~0.3 us,
+//    an OS thread's ~10 us on a busy machine).
 //  - THREADS: each CUDA thread is a std::thread, all running at once; __syncthreads is a
 //    std::barrier whose completion step checks that every thread arrived at the same line.
 // Kernels without a barrier run their threads in order on the caller's thread.

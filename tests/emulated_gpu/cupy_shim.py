@@ -53,13 +53,14 @@ cuda = SimpleNamespace(
 )
 
 
-def start(cache, variant, cublas_lib, mode="fibers"):
+def start(cache, variant, cublas_lib, mode="fibers", reverse=False):
     """(Re)start the emulated device: fresh memory registry, queues and counters.
 
     ``mode``: how a kernel with barriers runs its block's threads (see cuda_emu.h): "fibers"
-    (deterministic turns) or "threads" (one std::thread each, all at once, std::barrier).
+    (deterministic turns; ``reverse``: in descending threadIdx order) or "threads" (one std::thread
+    each, all at once, std::barrier).
     """
-    device._rt = device._Runtime(cache, variant, cublas_lib, mode)
+    device._rt = device._Runtime(cache, variant, cublas_lib, mode, reverse)
     cublas_lib.cuvae_emu_set_recorder(_recorder_c)
     return device._rt
 

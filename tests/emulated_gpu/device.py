@@ -11,7 +11,7 @@ from . import build
 
 _MODES = {"fibers": 0, "threads": 1}
 GUARD = 256
-_GUARD_BYTE, _POISON = 0xA5, 0xFF
+_GUARD_BYTE = _POISON = 0xFF  # NaN as float32 and float64, -1 as an integer: a stray read shows too
 
 
 class CUDARuntimeError(RuntimeError):
@@ -32,11 +32,12 @@ class CaptureError(CUDARuntimeError):
 
 # ---- runtime state --------------------------------------------------------------------------------------------
 class _Runtime:
-    def __init__(self, cache, variant, cublas_lib, mode):
+    def __init__(self, cache, variant, cublas_lib, mode, reverse=False):
         self.cache, self.variant, self.cublas, self.mode = cache, variant, cublas_lib, mode
         self.runtime = ctypes.CDLL(str(build.build_runtime(cache)))
         self.runtime.cuvae_emu_set_mode(_MODES[mode])
         self.runtime.cuvae_emu_set_ftz(int(build.VARIANTS[variant][1]))
+        self.runtime.cuvae_emu_set_reverse(int(reverse))
         self.stack = []
         self.null_queue = []  # (seq, fn)
         self.seq = 0

@@ -27,6 +27,7 @@ enum { EXITED = -1 };
 enum Mode { FIBERS = 0, THREADS = 1 };
 inline int mode = FIBERS;
 inline bool ftz = false;
+inline bool reverse = false;  // FIBERS: turns in descending threadIdx order (a missing barrier shows either way)
 
 inline std::string& last_error() { static std::string s; return s; }
 inline thread_local int my_tid = -1;  // -1: not one of a block's threads (the direct, barrier-free mode)
@@ -140,7 +141,8 @@ inline int run_block_fibers(Block& b) {
         makecontext(&b.ctx[t], fiber_entry, 0);
     }
     for (;;) {
-        for (int t = 0; t < T; ++t) {
+        for (int i = 0; i < T; ++i) {
+            int t = reverse ? T - 1 - i : i;
             my_tid = t;
             set_thread_idx(t);
             swapcontext(&b.scheduler, &b.ctx[t]);
@@ -216,6 +218,7 @@ extern "C" {
 const char* cuvae_emu_last_error() { return ::cuvae_emu::last_error().c_str(); }
 void cuvae_emu_set_mode(int m) { ::cuvae_emu::mode = m; }
 void cuvae_emu_set_ftz(int on) { ::cuvae_emu::ftz = on != 0; }
+void cuvae_emu_set_reverse(int on) { ::cuvae_emu::reverse = on != 0; }
 void cuvae_emu_syncthreads(int line) { ::cuvae_emu::syncthreads(line); }
 int cuvae_emu_launch(const unsigned* grid, const unsigned* block, int threaded, void (*body)(void**), void** args,
                      char* shared_begin, char* shared_end) {
