@@ -44,9 +44,6 @@ class TwinKernels:
     def compile(self):
         pass
 
-    def close(self):
-        pass
-
     def __getattr__(self, name):
         return getattr(twins, name)
 
