@@ -1,9 +1,9 @@
 """The GPU path: CUDA kernels against their NumPy twins, graph against no graph, CuPy against NumPy.
 
 The first half runs everywhere: the twins against NumpyOps / the VAE (so the specification the
-kernels are held to is itself checked), Philox against its published test vectors, and the CUDA
-source through NVRTC when NVRTC is installed. The second half is marked ``gpu`` and skips without
-CuPy and a CUDA device.
+kernels are held to is itself checked) and Philox against its published test vectors (the CUDA
+source is compiled by tests/test_kernel_compile.py). The second half is marked ``gpu`` and skips
+without CuPy and a CUDA device; tests/test_emulated_gpu.py runs it on an emulated device.
 """
 
 from pathlib import Path
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cuvae.backends.gpu_step import DeviceStep, philox_key
-from cuvae.backends.kernels import KERNELS, source, twins
+from cuvae.backends.kernels import KERNELS, twins
 from cuvae.nn.model import VAE, Arch
 from cuvae.nn.ops import NumpyOps
 from cuvae.nn.optim import Adam
@@ -50,12 +50,12 @@ def test_philox_known_answers():
 
 def test_normal_twin_is_standard_normal_and_counter_based():
     out = np.empty(200_001, np.float32)
-    twins.normal_philox(out, out.size, np.array([3]), 7, 11, 1)
+    twins.normal_philox(out, out.size, np.array([3]), np.array([7, 11], np.uint32), 1)
     assert abs(out.mean()) < 0.01 and abs(out.var() - 1) < 0.01
     again = np.empty_like(out)
-    twins.normal_philox(again, out.size, np.array([3]), 7, 11, 1)
+    twins.normal_philox(again, out.size, np.array([3]), np.array([7, 11], np.uint32), 1)
     np.testing.assert_array_equal(out, again)
-    twins.normal_philox(again, out.size, np.array([4]), 7, 11, 1)
+    twins.normal_philox(again, out.size, np.array([4]), np.array([7, 11], np.uint32), 1)
     assert np.corrcoef(out, again)[0, 1] < 0.01  # the next counter: fresh noise
 
 
@@ -153,26 +153,9 @@ def test_twin_k_models_equal_k_single_runs():
 def test_dynamic_binarisation_twin():
     x = np.empty((50, 30), np.float32)
     data = np.full((100, 30), 0.25, np.float32)
-    twins.gather_rows(data, np.arange(100), np.array([0, 0, 0, 0]), x, 50, 30, True, 1, 2)
+    twins.gather_rows(data, np.arange(100), np.array([0, 0, 0, 0]), x, 50, 30, True, np.array([1, 2], np.uint32))
     assert set(np.unique(x)) <= {0.0, 1.0}
     assert abs(x.mean() - 0.25) < 0.03
-
-
-def test_kernel_source_compiles_with_nvrtc():
-    """The CUDA source is well-formed (needs NVRTC, not a GPU)."""
-    nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy is not installed")
-    try:
-        prog = nvrtc.createProgram(source(), "step.cu", [], [])
-    except Exception as err:  # noqa: BLE001 - libnvrtc missing: pip install nvidia-cuda-nvrtc-cu12
-        pytest.skip(f"NVRTC is not available: {err}")
-    try:
-        nvrtc.compileProgram(prog, ["-arch=compute_80", "-std=c++17"])
-    except Exception as err:  # noqa: BLE001
-        pytest.fail(f"step.cu does not compile: {err}\n{nvrtc.getProgramLog(prog)}")
-    ptx = nvrtc.getPTX(prog)
-    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
-    for name in KERNELS:
-        assert f".entry {name}(" in ptx, name
 
 
 def test_cuda_ops_imports_without_gpu():
@@ -206,7 +189,7 @@ def _both(cp, fn, *args):
 @pytest.mark.gpu
 def test_kernel_normal_philox(cp):
     out = np.zeros(1003, np.float32)
-    d, h = _both(cp, "normal_philox", out, 1003, np.array([9], np.int64), 3, 4, 1)
+    d, h = _both(cp, "normal_philox", out, 1003, np.array([9], np.int64), np.array([3, 4], np.uint32), 1)
     np.testing.assert_allclose(d[0], h[0], rtol=1e-5, atol=1e-5)
 
 
@@ -225,7 +208,7 @@ def test_kernel_gather_rows(cp, binarize):
     data = rng.uniform(size=(300, 37)).astype(np.float32)
     perm = rng.permutation(300).astype(np.int64)
     d, h = _both(cp, "gather_rows", data, perm, np.array([2, 40, 0, 0], np.int64), np.zeros((64, 37), np.float32),
-                 64, 37, binarize, 5, 6)
+                 64, 37, binarize, np.array([5, 6], np.uint32))
     np.testing.assert_array_equal(d[3], h[3])
 
 
@@ -279,7 +262,8 @@ def test_kernel_reparam_latent_backward_finish(cp):
     head = rng.normal(size=(2, 30, 16)).astype(np.float32)
     eps, dz = rng.normal(size=(2, 30, 8)).astype(np.float32), rng.normal(size=(2, 30, 8)).astype(np.float32)
     d, h = _both(cp, "reparam", head, eps, np.zeros_like(eps), 60, 8)
-    np.testing.assert_allclose(d[2], h[2], rtol=1e-5)
+    # atol: where mean + sigma eps cancels, one ulp of expf (or an FMA) is far above rtol
+    np.testing.assert_allclose(d[2], h[2], rtol=1e-5, atol=1e-6)
     betas, state = np.array([0.3, 0.7], np.float32), np.array([1, 0, 0, 0], np.int64)
     d, h = _both(cp, "latent_backward", head, eps, dz, np.zeros_like(head), np.zeros(60, np.float32), betas, state,
                  60, 30, 8)

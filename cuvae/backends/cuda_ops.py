@@ -3,7 +3,8 @@
 - :class:`CupyOps` runs :class:`~cuvae.nn.ops.NumpyOps`' code on CuPy and overrides hot ops with
   elementwise kernels (each one's twin is the NumpyOps method it overrides).
 - :class:`CudaKernels` launches the kernels of ``step.cu`` with the signatures of their NumPy
-  twins in :mod:`cuvae.backends.kernels.twins` (grid and block are chosen here), compiled lazily.
+  twins in :mod:`cuvae.backends.kernels.twins` (grid and block are chosen here, with the block sizes
+  ``step.cu`` defines); :meth:`CudaKernels.compile` compiles them all at once.
 - :class:`CublasGemm` calls ``cublasSgemm_v2`` / ``cublasSgemmStridedBatched`` through ctypes,
   which (unlike ``cupy.matmul``) can be captured in a CUDA graph; :class:`cuvae.backends.gpu_step.ArrayGemm`
   is the same interface on ``xp.matmul``.
@@ -23,7 +24,7 @@ from functools import cached_property
 import cupy
 import numpy as np
 
-from cuvae.backends.kernels import KERNELS, source
+from cuvae.backends.kernels import KERNELS, OPTIONS, constants, source
 from cuvae.nn.ops import NumpyOps
 
 
@@ -78,34 +79,44 @@ _NULL = np.uint64(0)
 
 
 class CudaKernels:
-    """``step.cu``'s kernels behind their twins' signatures (cuvae.backends.kernels.twins); float32 arrays."""
+    """``step.cu``'s kernels behind their twins' signatures (cuvae.backends.kernels.twins); float32 arrays.
+
+    ``code``: the CUDA source (default ``step.cu``); its ``#define`` d block sizes set the launches.
+    """
 
     xp = cupy
 
-    def __init__(self):
+    def __init__(self, code: str | None = None):
+        self.code = source() if code is None else code
+        c = constants(self.code)
+        self.recon_threads, self.finish_threads = c["RECON_THREADS"], c["FINISH_THREADS"]
+        self.bias_block = (c["BIAS_COLS"], c["BIAS_ROWS"])
         self._module = None
+        self._fns = {}
         self._partial = cupy.empty(self.PARTIAL, cupy.float32)
 
     def compile(self) -> None:
-        """Compile and load every kernel now (before a graph capture, which must not compile)."""
+        """Compile and load every kernel now (CuPy would on first use: inside an epoch, or a graph capture)."""
         for name in KERNELS:
             self._fn(name)
 
     def _fn(self, name):
-        if self._module is None:
-            self._module = cupy.RawModule(code=source(), options=("-std=c++17",))
-        return self._module.get_function(name)
+        fn = self._fns.get(name)
+        if fn is None:
+            if self._module is None:
+                self._module = cupy.RawModule(code=self.code, options=OPTIONS)
+            fn = self._fns[name] = self._module.get_function(name)
+        return fn
 
-    def normal_philox(self, out, n, counter, key0, key1, stream):
-        self._fn("normal_philox")(*_blocks((n + 3) // 4), (out, np.int64(n), counter, np.uint32(key0), np.uint32(key1),
-                                                           np.uint32(stream)))
+    def normal_philox(self, out, n, counter, key, stream):
+        self._fn("normal_philox")(*_blocks((n + 3) // 4), (out, np.int64(n), counter, key, np.uint32(stream)))
 
     def philox_keys(self, out, n, key0, key1, stream):
         self._fn("philox_keys")(*_blocks(n), (out, np.int64(n), np.uint32(key0), np.uint32(key1), np.uint32(stream)))
 
-    def gather_rows(self, data, perm, state, x, rows, dim, binarize, key0, key1):
+    def gather_rows(self, data, perm, state, x, rows, dim, binarize, key):
         self._fn("gather_rows")(*_blocks(rows * dim), (data, perm, state, x, np.int32(rows), np.int32(dim),
-                                                       np.int32(bool(binarize)), np.uint32(key0), np.uint32(key1)))
+                                                       np.int32(bool(binarize)), key))
 
     def bias_act(self, y, b, b_stride, k, rows, n, relu):
         self._fn("bias_act")(*_blocks(k * rows * n), (y, b, np.int64(b_stride), np.int32(k), np.int32(rows),
@@ -118,7 +129,8 @@ class CudaKernels:
         S = max(1, min(64, rows // 256, self.PARTIAL // max(1, k * n)))
         chunk = -(-rows // S)
         S = -(-rows // chunk)
-        self._fn("relu_back_bias_grad")(((n + 31) // 32, k, S), (32, 8),
+        cols, _ = self.bias_block
+        self._fn("relu_back_bias_grad")(((n + cols - 1) // cols, k, S), self.bias_block,
                                         (dy, _NULL if h is None else h, db, np.int64(db_stride), np.int32(rows),
                                          np.int32(n), self._partial, np.int32(chunk)))
         if S > 1:
@@ -129,8 +141,8 @@ class CudaKernels:
 
     def recon_fwd_grad(self, logits, x, dlogits, rowloss, rows, n, likelihood):
         krows = logits.size // n
-        self._fn("recon_fwd_grad")((krows,), (256,), (logits, x, dlogits, rowloss, np.int32(rows), np.int32(n),
-                                                      np.int32(likelihood)))
+        self._fn("recon_fwd_grad")((krows,), (self.recon_threads,),
+                                   (logits, x, dlogits, rowloss, np.int32(rows), np.int32(n), np.int32(likelihood)))
 
     def reparam(self, head, eps, z, krows, L):
         self._fn("reparam")(*_blocks(krows * L), (head, eps, z, np.int32(krows), np.int32(L)))
@@ -140,8 +152,8 @@ class CudaKernels:
                                                            np.int32(rows), np.int32(L)))
 
     def finish_step(self, rowloss, klrow, betas, state, sums, loss, rows, k=1):
-        self._fn("finish_step")((k,), (256,), (rowloss, _NULL if klrow is None else klrow, betas, state, sums, loss,
-                                              np.int32(rows)))
+        self._fn("finish_step")((k,), (self.finish_threads,),
+                                (rowloss, _NULL if klrow is None else klrow, betas, state, sums, loss, np.int32(rows)))
 
     def advance(self, state, rng_counter, rows):
         self._fn("advance")((1,), (1,), (state, rng_counter, np.int32(rows)))

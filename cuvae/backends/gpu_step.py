@@ -15,6 +15,13 @@ The same orchestration runs on two engines:
 
 Randomness: epoch e of seed s keys Philox with (s, e); the shuffle, the eps of step t (counter t)
 and dynamic binarisation are pure functions of (s, e, t), so a resumed run replays an epoch exactly.
+The key, like the counters, lives in device memory, so a graph captured once serves every epoch.
+
+Streams: the step runs on its own non-blocking stream, which waits (:meth:`DeviceStep.wait_for_caller`)
+for the work queued on the caller's current stream when the step is built and at every
+:meth:`~DeviceStep.start_epoch`: the caller's writes to parameters, moments and data come first.
+Call ``wait_for_caller`` after writing them at any other time, and :meth:`~DeviceStep.close`
+(idempotent; it synchronises first) before freeing or saving what the step writes.
 """
 
 from __future__ import annotations
@@ -123,12 +130,27 @@ class DeviceStep:
             self.perm = xp.zeros(self.n, np.int64)
             self._keys = xp.zeros(self.n, np.uint32)
             self.betas = xp.ones(1, np.float32)
+            self.key = philox_key(self.seed, 0)
+            self.key_dev = xp.asarray(np.array(self.key, np.uint32))  # read by the kernels (and the graph)
         self._plans: dict[int, _Plan] = {}
         self.graph_failed = None
         self._n_betas = self._host_step = self._host_offset = 0
-        self.key = philox_key(self.seed, 0)
+        self._closed = False
+        try:
+            self.kern.compile()  # CuPy compiles on first use: fail here, where the trainer falls back
+        except Exception:
+            self.gemm.close()
+            raise
+        self.wait_for_caller()
 
     # ---- helpers ----------------------------------------------------------------------------------------
+    def wait_for_caller(self) -> None:
+        """Order the step's stream after the work queued so far on the caller's current stream."""
+        if self.stream is not None:
+            ev = self.xp.cuda.Event(disable_timing=True)
+            ev.record(self.xp.cuda.get_current_stream())
+            self.stream.wait_event(ev)
+
     def _on_stream(self):
         if self.stream is None:
             from contextlib import nullcontext
@@ -173,15 +195,15 @@ class DeviceStep:
         return self.xp.lib.stride_tricks.as_strided(x, shape=(self.k, *x.shape), strides=(0, *x.strides))
 
     # ---- the step, kernel by kernel ------------------------------------------------------------------------
-    def _launch(self, plan: _Plan, key) -> None:
+    def _launch(self, plan: _Plan) -> None:
         kern, mm, bufs, a = self.kern, self.gemm.mm, plan.bufs, self.arch
         k, B, L, D, P = self.k, plan.rows, a.latent, self.dim, self.P
         act, grad = bufs["act"], bufs["grad"]
         Pp = self.params
         vae = a.kind == "vae"
         if vae:
-            kern.normal_philox(bufs["eps"], k * B * L, self.rng_counter, key[0], key[1], STREAM_EPS)
-        kern.gather_rows(self.data, self.perm, self.state, bufs["x"], B, D, self.binarize, key[0], key[1])
+            kern.normal_philox(bufs["eps"], k * B * L, self.rng_counter, self.key_dev, STREAM_EPS)
+        kern.gather_rows(self.data, self.perm, self.state, bufs["x"], B, D, self.binarize, self.key_dev)
         x3 = self.x_shared(bufs["x"])
 
         enc = [f"enc{i + 1}" for i in range(len(a.hidden))]
@@ -232,8 +254,10 @@ class DeviceStep:
     def start_epoch(self, epoch: int, betas, adam_step: int) -> None:
         """Shuffle on the device, reset the counters, load the epoch's KL weights (one per step)."""
         xp = self.xp
+        self.wait_for_caller()
         self.key = philox_key(self.seed, epoch)
         with self._on_stream():
+            self.key_dev[...] = xp.asarray(np.array(self.key, np.uint32))
             self.kern.philox_keys(self._keys, self.n, self.key[0], self.key[1], STREAM_SHUFFLE)
             self.perm[...] = xp.argsort(self._keys, kind="stable") if xp is np else xp.argsort(self._keys)
             self.state[...] = xp.asarray(np.array([0, 0, adam_step, 0], np.int64))
@@ -242,14 +266,16 @@ class DeviceStep:
             betas = np.asarray(betas, np.float32)
             if self.betas.size != betas.size:
                 self.betas = xp.asarray(betas)
+                for plan in self._plans.values():  # a new buffer: captured graphs hold the old one's address
+                    plan.graph = None
             else:
                 self.betas[...] = xp.asarray(betas)
         self._n_betas, self._host_step, self._host_offset = betas.size, 0, 0
-        for plan in self._plans.values():  # captured graphs hold the old epoch's Philox key
-            plan.graph = None
 
     def step(self, rows: int) -> None:
         """One training step on the next ``rows`` examples of the epoch's permutation."""
+        if self._closed:
+            raise RuntimeError("this DeviceStep is closed")
         if self._host_step >= self._n_betas or self._host_offset + rows > self.n:
             raise RuntimeError(f"step {self._host_step + 1} of an epoch of {self._n_betas} steps / {self.n} examples: "
                                "call start_epoch first")
@@ -258,7 +284,7 @@ class DeviceStep:
         plan = self._plan(rows)
         if not self.use_graph:
             with self._on_stream():
-                self._launch(plan, self.key)
+                self._launch(plan)
             return
         if plan.graph is None and self.graph_failed is None:
             self._capture(plan)
@@ -266,7 +292,7 @@ class DeviceStep:
             plan.graph.launch(self.stream)
         else:
             with self._on_stream():
-                self._launch(plan, self.key)
+                self._launch(plan)
 
     def _capture(self, plan: _Plan) -> None:
         try:
@@ -274,7 +300,7 @@ class DeviceStep:
             with self.stream:
                 self.stream.begin_capture()
                 try:
-                    self._launch(plan, self.key)
+                    self._launch(plan)
                 finally:
                     graph = self.stream.end_capture()
             plan.graph = graph
@@ -294,5 +320,10 @@ class DeviceStep:
         return s.reshape(self.k, 3)
 
     def close(self) -> None:
+        """Wait for every queued step, then free the cuBLAS handle and the graphs; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         self.synchronize()
         self.gemm.close()
+        self._plans.clear()

@@ -1,16 +1,26 @@
 // cuvae's fused CUDA kernels for the MLP VAE training step (float32).
 //
-// Every kernel has a NumPy twin of the same name in cuvae/kernels/twins.py: the twin is the
-// specification, and tests/test_gpu.py compares the two. Kernels that train k models at once
-// take `k` and per-model strides; a single model is k = 1.
+// Every kernel has a NumPy twin of the same name in cuvae/backends/kernels/twins.py: the twin is the
+// specification, and tests/test_gpu.py (on a GPU) and tests/test_emulated_gpu.py (anywhere)
+// compare the two. Kernels that train k models at once take `k` and per-model strides; a single
+// model is k = 1.
 //
 // Per-step scalars live in device memory (`state`, int64) so that a captured CUDA graph can
 // advance them: state[0] = step within the epoch, state[1] = batch offset into the permutation,
-// state[2] = Adam's step count (before this step), state[3] = the number of rows in a batch.
+// state[2] = Adam's step count (before this step); state[3] is unused (zero). The `advance`
+// kernel, the step's last, moves them on. The epoch's Philox key is in device memory too
+// (`key`, two uint32), so one captured graph serves every epoch.
 
 #define STEP_IN_EPOCH 0
 #define BATCH_OFFSET 1
 #define ADAM_STEP 2
+
+// Block sizes the kernels below are written for; cuvae/backends/cuda_ops.py reads these lines
+// (kernels.constants) and launches with them. RECON_THREADS and FINISH_THREADS: powers of two.
+#define RECON_THREADS 256
+#define BIAS_COLS 32
+#define BIAS_ROWS 8
+#define FINISH_THREADS 256
 
 // ---------------------------------------------------------------------------------------------
 // Philox4x32-10 (Salmon et al., 2011): counter-based, so noise is a pure function of
@@ -31,19 +41,24 @@ __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint2 k) {
 __device__ __forceinline__ float u01(unsigned int u) { return ((float)u + 1.0f) * 2.3283064365386963e-10f; }
 
 // Standard normals, n of them: element i uses counter (i / 4, stream, ctr_lo, ctr_hi) where
-// ctr = *counter (device) and draws two Box-Muller pairs from one Philox block.
+// ctr = *counter and key = (key[0], key[1]) (both device) and draws two Box-Muller pairs from one Philox block.
 extern "C" __global__ void normal_philox(float* __restrict__ out, long long n, const long long* __restrict__ counter,
-                                         unsigned int key0, unsigned int key1, unsigned int stream) {
+                                         const unsigned int* __restrict__ key, unsigned int stream) {
     long long block = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     long long i = block * 4;
     if (i >= n) return;
     unsigned long long ctr = (unsigned long long)(*counter);
     uint4 r = philox4x32_10(make_uint4((unsigned int)block, stream, (unsigned int)ctr, (unsigned int)(ctr >> 32)),
-                            make_uint2(key0, key1));
+                            make_uint2(key[0], key[1]));
     float r0 = sqrtf(-2.0f * logf(u01(r.x))), r1 = sqrtf(-2.0f * logf(u01(r.z)));
-    float a0 = 6.283185307179586f * u01(r.y), a1 = 6.283185307179586f * u01(r.w);
-    float v[4] = {r0 * cosf(a0), r0 * sinf(a0), r1 * cosf(a1), r1 * sinf(a1)};
-    for (int j = 0; j < 4 && i + j < n; ++j) out[i + j] = v[j];
+    // angle 2 pi u through sincospif: no slow-path argument reduction, so no local memory
+    float s0, c0, s1, c1;
+    sincospif(2.0f * u01(r.y), &s0, &c0);
+    sincospif(2.0f * u01(r.w), &s1, &c1);
+    out[i] = r0 * c0;  // element by element: an indexed array would live in local memory
+    if (i + 1 < n) out[i + 1] = r0 * s0;
+    if (i + 2 < n) out[i + 2] = r1 * c1;
+    if (i + 3 < n) out[i + 3] = r1 * s1;
 }
 
 // Random 32-bit sort keys for the epoch's shuffle: out[i] = Philox(i, stream, 0, 0; key).x
@@ -56,10 +71,10 @@ extern "C" __global__ void philox_keys(unsigned int* __restrict__ out, long long
 
 // ---------------------------------------------------------------------------------------------
 // Batch gather (+ dynamic binarisation): x[r, :] = data[perm[offset + r], :] for r < rows,
-// with offset = state[BATCH_OFFSET]. binarize: x = (u < p) with u uniform from Philox.
+// with offset = state[BATCH_OFFSET]. binarize: x = (u < p) with u uniform from Philox (key in device memory).
 extern "C" __global__ void gather_rows(const float* __restrict__ data, const long long* __restrict__ perm,
                                        const long long* __restrict__ state, float* __restrict__ x,
-                                       int rows, int dim, int binarize, unsigned int key0, unsigned int key1) {
+                                       int rows, int dim, int binarize, const unsigned int* __restrict__ key) {
     long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (idx >= (long long)rows * dim) return;
     int r = (int)(idx / dim), c = (int)(idx % dim);
@@ -68,7 +83,7 @@ extern "C" __global__ void gather_rows(const float* __restrict__ data, const lon
     if (binarize) {
         unsigned long long s = (unsigned long long)state[STEP_IN_EPOCH];
         uint4 u = philox4x32_10(make_uint4((unsigned int)idx, 0xB1A5u, (unsigned int)s, (unsigned int)(s >> 32)),
-                                make_uint2(key0, key1));
+                                make_uint2(key[0], key[1]));
         p = (u01(u.x) - 2.3283064365386963e-10f < p) ? 1.0f : 0.0f;  // u in [0, 1)
     }
     x[idx] = p;
@@ -89,19 +104,19 @@ extern "C" __global__ void bias_act(float* __restrict__ y, const float* __restri
 
 // Bias gradient, optionally fused with the ReLU backward of the same tensor:
 // if h != NULL: dy *= (h > 0) (in place); then db[m, j] = sum_r dy[m, r, j].
-// Grid (ceil(n / 32), k, S), block (32, 8): block z sums rows [z*chunk, (z+1)*chunk); with S == 1 it
+// Grid (ceil(n / BIAS_COLS), k, S), block (BIAS_COLS, BIAS_ROWS): block z sums rows [z*chunk, (z+1)*chunk); with S == 1 it
 // writes db, else partial[(m*S + z)*n + j] and col_reduce adds the S partials (fixed order: deterministic).
 extern "C" __global__ void relu_back_bias_grad(float* __restrict__ dy, const float* __restrict__ h,
                                                float* __restrict__ db, long long db_stride, int rows, int n,
                                                float* __restrict__ partial, int chunk) {
-    __shared__ float part[8][33];
-    int j = blockIdx.x * 32 + threadIdx.x, m = blockIdx.y, z = blockIdx.z, S = gridDim.z;
+    __shared__ float part[BIAS_ROWS][BIAS_COLS + 1];  // +1: no bank conflicts
+    int j = blockIdx.x * BIAS_COLS + threadIdx.x, m = blockIdx.y, z = blockIdx.z, S = gridDim.z;
     int r0 = z * chunk, r1 = min(rows, r0 + chunk);
     float s = 0.0f;
     if (j < n) {
         long long base = (long long)m * rows * n;
         #pragma unroll 4
-        for (int r = r0 + threadIdx.y; r < r1; r += 8) {
+        for (int r = r0 + threadIdx.y; r < r1; r += BIAS_ROWS) {
             long long q = base + (long long)r * n + j;
             float g = dy[q];
             if (h != nullptr) {
@@ -115,7 +130,7 @@ extern "C" __global__ void relu_back_bias_grad(float* __restrict__ dy, const flo
     __syncthreads();
     if (threadIdx.y == 0 && j < n) {
         float t = 0.0f;
-        for (int q = 0; q < 8; ++q) t += part[q][threadIdx.x];
+        for (int q = 0; q < BIAS_ROWS; ++q) t += part[q][threadIdx.x];
         if (S == 1) db[m * db_stride + j] = t;
         else partial[((long long)m * S + z) * n + j] = t;
     }
@@ -137,17 +152,17 @@ extern "C" __global__ void col_reduce(const float* __restrict__ partial, float* 
 // logits, dlogits: (k, rows, n); x: (rows, n), shared by the k models; rowloss: (k, rows).
 // likelihood 0 = Bernoulli: softplus(l) - x l, grad scale (sigmoid(l) - x)
 // likelihood 1 = Gaussian (SSE): (y - x)^2, grad 2 scale (y - x) y (1 - y), y = sigmoid(l).
-// One block of 256 threads per (model, row); scale = 1 / rows.
+// One block of RECON_THREADS threads per (model, row); scale = 1 / rows.
 extern "C" __global__ void recon_fwd_grad(const float* __restrict__ logits, const float* __restrict__ x,
                                           float* __restrict__ dlogits, float* __restrict__ rowloss,
                                           int rows, int n, int likelihood) {
-    __shared__ float part[256];
+    __shared__ float part[RECON_THREADS];
     int row = blockIdx.x;  // over k * rows
     const float* l = logits + (long long)row * n;
     const float* xr = x + (long long)(row % rows) * n;
     float* d = dlogits + (long long)row * n;
     float scale = 1.0f / rows, s = 0.0f;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+    for (int j = threadIdx.x; j < n; j += RECON_THREADS) {
         float lv = l[j], xv = xr[j];
         float y = 0.5f * tanhf(0.5f * lv) + 0.5f;
         if (likelihood == 0) {
@@ -161,7 +176,7 @@ extern "C" __global__ void recon_fwd_grad(const float* __restrict__ logits, cons
     }
     part[threadIdx.x] = s;
     __syncthreads();
-    for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+    for (int w = RECON_THREADS / 2; w > 0; w >>= 1) {
         if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
         __syncthreads();
     }
@@ -200,22 +215,22 @@ extern "C" __global__ void latent_backward(const float* __restrict__ head, const
 }
 
 // ---------------------------------------------------------------------------------------------
-// End of step, one block of 256 threads per model: sums[m] += (recon + beta kl, recon, kl) summed
-// over the batch (float64, fixed order), loss[m] = those batch means; then thread 0 of block 0
-// advances the step counters. klrow may be NULL (autoencoder).
+// End of step, one block of FINISH_THREADS threads per model: sums[m] += (recon + beta kl, recon, kl)
+// summed over the batch (float64, fixed order), loss[m] = those batch means. klrow may be NULL
+// (autoencoder). The counters are moved on later, by `advance`, after Adam has read them.
 extern "C" __global__ void finish_step(const float* __restrict__ rowloss, const float* __restrict__ klrow,
                                        const float* __restrict__ betas, long long* __restrict__ state,
                                        double* __restrict__ sums, float* __restrict__ loss, int rows) {
-    __shared__ double pr[256], pk[256];
+    __shared__ double pr[FINISH_THREADS], pk[FINISH_THREADS];
     int m = blockIdx.x;
     double r = 0.0, kk = 0.0;
-    for (int i = threadIdx.x; i < rows; i += 256) {
+    for (int i = threadIdx.x; i < rows; i += FINISH_THREADS) {
         r += rowloss[m * rows + i];
         if (klrow != nullptr) kk += klrow[m * rows + i];
     }
     pr[threadIdx.x] = r; pk[threadIdx.x] = kk;
     __syncthreads();
-    for (int w = 128; w > 0; w >>= 1) {
+    for (int w = FINISH_THREADS / 2; w > 0; w >>= 1) {
         if (threadIdx.x < w) { pr[threadIdx.x] += pr[threadIdx.x + w]; pk[threadIdx.x] += pk[threadIdx.x + w]; }
         __syncthreads();
     }
@@ -230,7 +245,7 @@ extern "C" __global__ void finish_step(const float* __restrict__ rowloss, const 
     }
 }
 
-// Advance the per-step counters (run after Adam, by the last node of the step).
+// Advance the per-step counters: the last kernel of the step, after Adam (one thread).
 extern "C" __global__ void advance(long long* __restrict__ state, long long* __restrict__ rng_counter, int rows) {
     if (threadIdx.x == 0 && blockIdx.x == 0) {
         state[STEP_IN_EPOCH] += 1;

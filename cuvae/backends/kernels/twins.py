@@ -3,7 +3,8 @@
 The twins are the specification of the kernels: ``tests/test_gpu.py`` runs each CUDA kernel
 and its twin on the same inputs, and ``tests/test_cpu_ops.py``-style CPU tests check the twins
 against :class:`cuvae.nn.ops.NumpyOps` (so the chain NumpyOps -> twin -> kernel is closed).
-Arrays are NumPy; ``state`` is the int64 vector [step in epoch, batch offset, Adam step, _].
+Arrays are NumPy; ``state`` is the int64 vector [step in epoch, batch offset, Adam step, _];
+``key`` is the epoch's Philox key, two uint32 (in device memory on the GPU).
 """
 
 from __future__ import annotations
@@ -33,15 +34,17 @@ def u01(u):
     return (u.astype(np.float32) + np.float32(1.0)) * np.float32(2.3283064365386963e-10)
 
 
-def normal_philox(out, n, counter, key0, key1, stream):
+def normal_philox(out, n, counter, key, stream):
     blocks = np.arange((n + 3) // 4, dtype=np.uint64)
     ctr = int(counter[0])
     c = np.stack([blocks, np.full_like(blocks, stream), np.full_like(blocks, ctr & _MASK),
                   np.full_like(blocks, (ctr >> 32) & _MASK)])
-    r = philox4x32_10(c, (key0, key1))
+    r = philox4x32_10(c, (int(key[0]), int(key[1])))
     r0, r1 = np.sqrt(np.float32(-2) * np.log(u01(r[0]))), np.sqrt(np.float32(-2) * np.log(u01(r[2])))
-    a0, a1 = np.float32(6.283185307179586) * u01(r[1]), np.float32(6.283185307179586) * u01(r[3])
-    v = np.stack([r0 * np.cos(a0), r0 * np.sin(a0), r1 * np.cos(a1), r1 * np.sin(a1)], axis=1).reshape(-1)
+    # sincospif(x): sin and cos of pi x, x = 2u in float32
+    x0, x1 = [np.pi * (np.float32(2) * u01(r[j])).astype(np.float64) for j in (1, 3)]
+    c0, s0, c1, s1 = (f(x).astype(np.float32) for x in (x0, x1) for f in (np.cos, np.sin))
+    v = np.stack([r0 * c0, r0 * s0, r1 * c1, r1 * s1], axis=1).reshape(-1)
     out.reshape(-1)[:n] = v[:n]
 
 
@@ -51,14 +54,14 @@ def philox_keys(out, n, key0, key1, stream):
     out[:n] = philox4x32_10(c, (key0, key1))[0]
 
 
-def gather_rows(data, perm, state, x, rows, dim, binarize, key0, key1):
+def gather_rows(data, perm, state, x, rows, dim, binarize, key):
     src = perm[state[BATCH_OFFSET]: state[BATCH_OFFSET] + rows]
     p = data[src].reshape(rows, dim).astype(np.float32)
     if binarize:
         s = int(state[STEP_IN_EPOCH])
         idx = np.arange(rows * dim, dtype=np.uint64)
         c = np.stack([idx, np.full_like(idx, 0xB1A5), np.full_like(idx, s & _MASK), np.full_like(idx, s >> 32)])
-        u = u01(philox4x32_10(c, (key0, key1))[0]) - np.float32(2.3283064365386963e-10)
+        u = u01(philox4x32_10(c, (int(key[0]), int(key[1])))[0]) - np.float32(2.3283064365386963e-10)
         p = (u.reshape(rows, dim) < p).astype(np.float32)
     x.reshape(rows, dim)[...] = p
 
