@@ -65,12 +65,12 @@ def kernel_cases():
     perm = rng.permutation(300).astype(np.int64)
     n = 300_001
     cases = [
-        ("normal_philox", "normal_philox", [np.zeros(1003, np.float32), 1003, i64(9), 3, 4, 1], [(0, 1e-5, 1e-5)]),
+        ("normal_philox", "normal_philox", [np.zeros(1003, np.float32), 1003, i64(9), np.array([3, 4], np.uint32), 1], [(0, 1e-5, 1e-5)]),
         ("philox_keys", "philox_keys", [np.zeros(5000, np.uint32), 5000, 1, 2, 2], [(0, 0, 0)]),
     ]
     for b in (False, True):
         cases.append((f"gather_rows (binarize {'on' if b else 'off'})", "gather_rows",
-                      [data, perm, i64(2, 40, 0, 0), np.zeros((64, 37), np.float32), 64, 37, b, 5, 6], [(3, 0, 0)]))
+                      [data, perm, i64(2, 40, 0, 0), np.zeros((64, 37), np.float32), 64, 37, b, np.array([5, 6], np.uint32)], [(3, 0, 0)]))
     for relu in (0, 1):
         cases.append((f"bias_act (relu {relu})", "bias_act", [f32(3, 70, 33), f32(200), 50, 3, 70, 33, relu],
                       [(0, 1e-6, 0)]))
