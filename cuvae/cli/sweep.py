@@ -400,7 +400,13 @@ def _train_argv(args) -> list[str]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from cuvae.engine import config_file
+
+    parser = build_parser()
+    args = config_file.parse_args(parser, argv)
+    if args.print_config:
+        print(config_file.to_toml(parser, vars(args), "cuvae-sweep options (cuvae-sweep --config FILE)"), end="")
+        return 0
     if args.resume is not None:
         raise CuvaeError("cuvae-sweep resumes by itself: run the same command (same --out) again")
     if args.seed is not None:
