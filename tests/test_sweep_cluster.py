@@ -100,23 +100,36 @@ def cluster(tmp_path_factory):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def ray_sweep(out, epochs, address):
-    return sweep.run_sweep(out, latents=(2, 3), seeds=(1,), train_args=TINY + ["--epochs", str(epochs)], device="cpu",
-                           data_dir=SUBSET_DIR, iwae_k=5, ray=address, pictures=False)
+def ray_sweep(out, epochs, address, latents=(2, 3), **kw):
+    return sweep.run_sweep(out, latents=latents, seeds=(1,), train_args=TINY + ["--epochs", str(epochs)], device="cpu",
+                           data_dir=SUBSET_DIR, iwae_k=5, ray=address, pictures=False, **kw)
 
 
-def kill_first_shipped_worker(scratch: Path, killed: list, stop_at: float) -> None:
-    """SIGKILL the worker process of the first run that has shipped an epoch to the driver."""
-    while time.time() < stop_at and not killed:
-        for shipped in scratch.glob("cuvae-ray-*/shipped.json"):
-            try:
-                info = json.loads(shipped.read_text())
-            except ValueError:
-                continue  # being written
-            os.kill(info["pid"], signal.SIGKILL)
-            killed.append((next(shipped.parent.glob("*-z*-s*")).name, info["epoch"]))
-            return
-        time.sleep(0.02)
+def killer(scratch: Path, pattern: str = "*-z*-s*"):
+    """A thread that SIGKILLs the worker process of the first run (named like ``pattern``) that has shipped
+    an epoch to the driver; ``killed`` gets (run name, shipped epoch)."""
+    killed: list = []
+    before = set(scratch.glob("cuvae-ray-*"))  # left by earlier killed attempts
+
+    def watch():
+        stop_at = time.time() + 120
+        while time.time() < stop_at:
+            for shipped in scratch.glob("cuvae-ray-*/shipped.json"):
+                runs = list(shipped.parent.glob(pattern))
+                if shipped.parent in before or not runs:
+                    continue
+                try:
+                    info = json.loads(shipped.read_text())
+                except ValueError:
+                    continue  # being written
+                os.kill(info["pid"], signal.SIGKILL)
+                killed.append((runs[0].name, info["epoch"]))
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, killed
 
 
 def test_unreachable_cluster_is_one_line_within_the_timeout(tmp_path):
@@ -150,11 +163,9 @@ def test_sweep_over_a_cluster_without_shared_storage(cluster, tmp_path):
     import ray
 
     out = tmp_path / "sweep"
-    killed: list = []
-    killer = threading.Thread(target=kill_first_shipped_worker, args=(cluster["scratch"], killed, time.time() + 120))
-    killer.start()
+    thread, killed = killer(cluster["scratch"])
     rows = ray_sweep(out, 3, cluster["address"])
-    killer.join()
+    thread.join()
     assert killed, "no worker shipped an epoch to kill"
     victim, epoch = killed[0]
     by_name = {Path(r["run_dir"]).name: r for r in rows}
@@ -164,7 +175,7 @@ def test_sweep_over_a_cluster_without_shared_storage(cluster, tmp_path):
     head = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) == 0}
     assert all(r["ray_node"] not in head for r in rows)
     left = [p.name for p in cluster["scratch"].glob("cuvae-ray-*")]
-    assert len(left) <= 1  # only the killed attempt's, which could not clean up
+    assert len(left) == 1  # only the killed attempt's, which could not clean up
     for r in rows:
         run = Path(r["run_dir"])
         assert run.parent == out and r["epochs"] == 3
@@ -184,3 +195,11 @@ def test_sweep_over_a_cluster_without_shared_storage(cluster, tmp_path):
             assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["run_dir"], k)
         pa, pb = (load_checkpoint(r["run_dir"]).params for r in (a, b))
         np.testing.assert_allclose(pa, pb, rtol=1e-5, atol=1e-7)
+
+    # a run whose worker is lost with no retries left is reported failed, and nothing of it is written
+    thread, killed = killer(cluster["scratch"], "vae-z4-s1")
+    lost = ray_sweep(out, 3, cluster["address"], latents=(4,), ray_options={"retries": 0})
+    thread.join()
+    assert killed and lost[0]["status"] == "failed" and "Ray task failed after 0 retries" in lost[0]["error"]
+    assert not (out / "vae-z4-s1").exists()
+    assert "failed: vae-z4-s1" in (out / "results.md").read_text()
