@@ -133,3 +133,20 @@ def test_tui_takes_a_config_file(tmp_path):
     (tmp_path / "ui.toml").write_text('out = "x"\n')
     with pytest.raises(CuvaeError, match="does not take --out"):
         parse_args(["--config", str(tmp_path / "ui.toml")])
+
+
+def test_the_readme_example_files_are_complete_and_valid(tmp_path):
+    import re
+
+    from conftest import ROOT
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    train_file = next(b for b in blocks if "cuvae-train --config" in b)
+    sweep_file = next(b for b in blocks if "cuvae-sweep --config" in b)
+    args = parse(tmp_path, train_file)
+    shown = set(re.findall(r"^(\w+) =", train_file, re.M))
+    assert shown == set(config_file.options(train.build_parser())) & {a.dest for a in train.build_parser()._actions} \
+        - {"resume"}, "the README's complete file lacks or invents options"
+    assert (args.recipe, args.clip_norm, args.mlflow) == ("chapter", 100.0, "sqlite:///mlflow.db")
+    args = parse(tmp_path, sweep_file, parser=sweep.build_parser())
+    assert (args.latent, args.seeds, args.jobs) == ([2, 5, 8, 20], [1, 2], 2)
