@@ -177,3 +177,16 @@ def test_missing_library_is_one_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'cuvae[tensorboard]'" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_sweep_logs_each_run_under_its_own_name(tmp_path):
+    from cuvae.cli import sweep
+
+    rows = sweep.run_sweep(tmp_path / "s", latents=(2,), seeds=(1, 2), device="cpu", data_dir=SUBSET, iwae_k=2,
+                           train_args=["--hidden", "16", "--train-size", "100", "--test-size", "20", "--batch-size", "50",
+                                       "--epochs", "1"], pictures=False, tracking={"tensorboard": str(tmp_path / "tb")})
+    assert [r["status"] for r in rows] == ["trained", "trained"]
+    for r in rows:
+        name = os.path.basename(r["run_dir"])
+        events = accumulator(tmp_path / "tb" / "s" / name).Scalars("epoch/test_loss")
+        assert [e.value for e in events] == pytest.approx([metrics_lines(Path(r["run_dir"]))[0]["test_loss"]], rel=1e-6)
