@@ -190,3 +190,16 @@ def test_a_sweep_logs_each_run_under_its_own_name(tmp_path):
         name = os.path.basename(r["run_dir"])
         events = accumulator(tmp_path / "tb" / "s" / name).Scalars("epoch/test_loss")
         assert [e.value for e in events] == pytest.approx([metrics_lines(Path(r["run_dir"]))[0]["test_loss"]], rel=1e-6)
+
+
+def test_mlflow_from_a_resume_on_gets_the_earlier_epochs_too(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri, run = (tmp_path / "mlruns").as_uri(), tmp_path / "run"
+    assert train.main([*TINY, "--out", str(run), "--epochs", "1"]) == 0
+    assert train.main([*TINY, "--resume", str(run), "--epochs", "2", "--mlflow", uri]) == 0
+    client = MlflowClient(tracking_uri=uri)
+    (r,) = client.search_runs([client.get_experiment_by_name("cuvae").experiment_id])
+    history = client.get_metric_history(r.info.run_id, "test_loss")
+    assert [(h.step, h.value) for h in history] == [(m["epoch"], pytest.approx(m["test_loss"])) for m in metrics_lines(run)]

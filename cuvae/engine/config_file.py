@@ -27,8 +27,6 @@ except ImportError:  # Python < 3.11
     import tomli as tomllib
 
 SKIP = ("help", "config", "print_config")
-# written by the trainer into config.json but not options: derived from the dataset
-DERIVED_JSON_KEYS = ("image_shape",)
 
 
 def add_config_options(p: argparse.ArgumentParser, print_config: bool = True) -> argparse.ArgumentParser:
@@ -52,7 +50,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     if "--print-config" in (argv if argv is not None else sys.argv[1:]):
         for action in parser._actions:
             action.required = False  # printing a file to fill in needs none of them yet
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None) is not None and args.config != known.config:  # an abbreviation (--conf)
+        apply_file(parser, args.config)
+        args = parser.parse_args(argv)
+    return args
 
 
 def apply_file(parser: argparse.ArgumentParser, path: Path) -> dict:
@@ -95,10 +97,11 @@ def read_file(parser: argparse.ArgumentParser, path: Path) -> dict:
         raise CuvaeError(f"{path}: expected a table of options (key = value), found {type(raw).__name__}")
     raw = _flatten(path, raw)
     keys = options(parser)
+    derived = _derived_keys(keys) if is_json else set()
     values = {}
     for key, value in raw.items():
-        if value is None or (is_json and key in DERIVED_JSON_KEYS):
-            continue  # JSON null: not set
+        if value is None or key in derived:
+            continue  # JSON null: not set; a config.json field no option sets (image_shape: from the dataset)
         action = keys.get(key)
         if action is None:  # hidden options are known: the tool's own check names the right one
             near = difflib.get_close_matches(key, [k for k, a in keys.items() if a.help != argparse.SUPPRESS], 3)
@@ -107,6 +110,14 @@ def read_file(parser: argparse.ArgumentParser, path: Path) -> dict:
                              f"({', '.join(sorted(a.dest for a in set(keys.values()) if a.help != argparse.SUPPRESS))})")
         values[action.dest] = _convert(path, key, action, value)
     return values
+
+
+def _derived_keys(keys: dict) -> set:
+    from dataclasses import fields
+
+    from cuvae.engine.config import TrainConfig
+
+    return {f.name for f in fields(TrainConfig)} - set(keys)
 
 
 def _flatten(path: Path, raw: dict) -> dict:

@@ -102,6 +102,25 @@ class MlflowLogger(GuardedListener):
         atomic_write_bytes(self.run_dir / STATE, lambda f: f.write((json.dumps(record, indent=2) + "\n").encode()))
         params = [self._Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in sorted(event.config.items())]
         self.client.log_batch(self.run_id, params=params + [self._Param("data_source", event.data_source[:500])])
+        if event.start_epoch:  # a run tracked only from its resume on: its earlier epochs from metrics.jsonl
+            self.pending += [self._Metric(k, float(v), _ms(), m["epoch"]) for m in self._earlier(event.start_epoch)
+                             for k, v in m.items() if k != "epoch" and isinstance(v, (int, float))]
+            self._flush()
+
+    def _earlier(self, upto: int) -> list[dict]:
+        lines = []
+        try:
+            text = (self.run_dir / "metrics.jsonl").read_text()
+        except OSError:
+            return lines
+        for line in text.splitlines():
+            try:
+                m = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(m, dict) and isinstance(m.get("epoch"), int) and m["epoch"] <= upto:
+                lines.append(m)
+        return lines
 
     def _state(self) -> dict:
         try:
