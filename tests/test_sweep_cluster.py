@@ -202,3 +202,9 @@ def test_sweep_over_a_cluster_without_shared_storage(cluster, tmp_path):
     assert killed and lost[0]["status"] == "failed" and "Ray task failed after 0 retries" in lost[0]["error"]
     assert not (out / "vae-z4-s1").exists()
     assert "failed: vae-z4-s1" in (out / "results.md").read_text()
+
+    # shared storage as the optimisation: the node writes the run directory in place, the driver nothing
+    shared = tmp_path / "shared"
+    rows = ray_sweep(shared, 1, cluster["address"], latents=(2,), ray_options={"shared_dir": str(shared)})
+    assert rows[0]["status"] == "trained" and rows[0]["ray_node"] not in head
+    assert load_checkpoint(shared / "vae-z2-s1").epoch == 1 and (shared / "vae-z2-s1" / "result.json").is_file()
