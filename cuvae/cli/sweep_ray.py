@@ -39,8 +39,12 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT):
         raise CuvaeError("--ray needs Ray: pip install 'cuvae[ray]' (or pip install ray)") from None
     if ray.is_initialized():
         return ray
+    kwargs = dict(include_dashboard=False, log_to_driver=False)
     if address == "local" or (address == "default" and not os.environ.get("RAY_ADDRESS")):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private instance: no token to check
+        # started here, in the main thread (Ray installs its signal handlers there); nothing to wait for
+        ray.init(**({"address": "local"} if address == "local" else {}), **kwargs)
+        return ray
     if address not in ("default", "auto", "local"):
         import socket
 
@@ -50,8 +54,7 @@ def connect(address: str, timeout: float = CONNECT_TIMEOUT):
         except (OSError, ValueError) as err:
             raise CuvaeError(f"--ray {address}: cannot reach a Ray head there ({err}); start one with "
                              f"'ray start --head' and pass the address it prints, or use --ray for a local instance") from None
-    kwargs = dict(include_dashboard=False, log_to_driver=False)
-    target = {"default": {}, "local": {"address": "local"}}.get(address, {"address": address})
+    target = {} if address == "default" else {"address": address}
     outcome: dict = {}
 
     def init():  # in a thread: an unreachable explicit address makes ray.init retry for minutes
