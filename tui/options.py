@@ -21,6 +21,7 @@ HIDDEN = ("out", "resume", "json")  # cuvae-train options that make no sense her
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cuvae.engine.config_file import add_config_options
     from cuvae.engine.options import add_train_options
 
     p = add_train_options(argparse.ArgumentParser(prog="cuvae-tui", description="Watch a hand-written VAE learn, in the terminal.",
@@ -36,14 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--serve", action="store_true", help="serve the app as a web page (needs textual-serve)")
     u.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     u.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
-    return p
+    return add_config_options(p, print_config=False)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from cuvae.errors import CuvaeError
 
+    from cuvae.engine import config_file
+
     p = build_parser()
-    args = p.parse_args(argv)
+    args = config_file.parse_args(p, argv)
     for dest in HIDDEN:
         if getattr(args, dest, None):
             flag = "--" + dest

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cuvae.engine.events import EpochEnded, Notice, RunStarted, SamplesReady, StepMetrics, TrainingFinished
-from cuvae.measure.render import grid, save_png
+from cuvae.measure.render import picture_grid, save_png
 
 
 def format_epoch(m: dict) -> str:
@@ -74,13 +74,7 @@ class PictureWriter:
     def __call__(self, event) -> None:
         if not isinstance(event, SamplesReady):
             return
-        if event.kind == "reconstructions":
-            half = len(event.images) // 2
-            image = grid([event.images[:half], event.images[half:]], ["data", "recon"], scale=3,
-                         title=f"test digits and reconstructions, epoch {event.epoch}")
-        else:
-            image = grid([event.images[:8], event.images[8:16]], scale=3, title=f"samples from the prior, epoch {event.epoch}")
-        save_png(image, self.run_dir / f"{event.kind}.png")
+        save_png(picture_grid(event.kind, event.images, event.epoch), self.run_dir / f"{event.kind}.png")
 
 
 def print_stderr(message: str) -> None:

@@ -48,19 +48,20 @@ class RunSpec:
     iwae_k: int = 100
     eval_seed: int = 0
     env: dict = field(default_factory=dict)
+    tracking: dict = field(default_factory=dict)  # tensorboard, mlflow, mlflow_experiment (cuvae.engine.tracking)
 
     @property
     def name(self) -> str:
         return Path(self.run_dir).name
 
 
-def run_one(spec: RunSpec) -> dict:
+def run_one(spec: RunSpec, listeners=()) -> dict:
     """Train (or resume, or skip) and evaluate one run; returns its row. Never raises: a failure is a row."""
     cfg = spec.config
     row = {"model": cfg["model"], "latent": cfg["latent"], "seed": cfg["seed"], "run_dir": spec.run_dir,
            "status": "failed", "epochs": 0, "error": ""}
     try:
-        row.update(_train_and_evaluate(spec))
+        row.update(_train_and_evaluate(spec, listeners))
         row["error"] = ""
     except CuvaeError as err:
         row["error"] = str(err)
@@ -71,12 +72,13 @@ def run_one(spec: RunSpec) -> dict:
     return row
 
 
-def _train_and_evaluate(spec: RunSpec) -> dict:
+def _train_and_evaluate(spec: RunSpec, listeners=()) -> dict:
     from cuvae.backends.backend import get_backend
     from cuvae.engine.checkpoint import CHECKPOINT, check_same_model, load_checkpoint
     from cuvae.engine.config import TrainConfig
     from cuvae.cli.console import PictureWriter
     from cuvae.data import load_dataset
+    from cuvae.engine.tracking import tracking_listeners
     from cuvae.engine.trainer import Trainer
 
     run_dir = Path(spec.run_dir)
@@ -103,7 +105,11 @@ def _train_and_evaluate(spec: RunSpec) -> dict:
             raise CuvaeError(f"--batch-size {config.batch_size} is larger than the {len(data.train_x)} training examples")
         log_path = run_dir / "train.log"
         run_dir.mkdir(parents=True, exist_ok=True)
-        trainer = Trainer(config, backend, data, run_dir, resume=resume, listeners=[PictureWriter(run_dir), _LogFile(log_path)])
+        log_file = _LogFile(log_path)
+        trackers = tracking_listeners(argparse.Namespace(**spec.tracking), run_dir, warn=log_file.warn,
+                                      run_name=f"{run_dir.parent.name}/{run_dir.name}") if spec.tracking else []
+        trainer = Trainer(config, backend, data, run_dir, resume=resume,
+                          listeners=[PictureWriter(run_dir), log_file, *trackers, *listeners])
         result = trainer.run()
         if result.reason != "completed":
             raise CuvaeError(f"{run_dir.name}: {result.message}")
@@ -131,6 +137,10 @@ class _LogFile:
             return
         with open(self.path, "a") as f:
             f.write(line + "\n")
+
+    def warn(self, message: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"warning: {message}\n")
 
 
 def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
@@ -230,49 +240,6 @@ def _blank(spec: RunSpec) -> dict:
             "epochs": 0}
 
 
-def _ray_connect(address: str, timeout: float = 15.0):
-    try:
-        import ray
-    except ImportError:
-        raise CuvaeError("--ray needs Ray: pip install 'cuvae[ray]' (or pip install ray)") from None
-    if ray.is_initialized():
-        return ray
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled") if address == "local" else None
-    if address not in ("auto", "local"):
-        import socket
-
-        host, _, port = address.rpartition(":")
-        host = host.removeprefix("ray://") or address
-        try:
-            socket.create_connection((host, int(port or 6379)), timeout=timeout).close()
-        except (OSError, ValueError) as err:
-            raise CuvaeError(f"--ray {address}: cannot reach a Ray head there ({err}); start one with "
-                             f"'ray start --head' or pass --ray auto for the local one") from None
-    try:
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
-    except ConnectionError as err:
-        raise CuvaeError(f"--ray {address}: {err}; start a head with 'ray start --head', or use --ray local "
-                         f"for a private instance on this machine") from None
-    return ray
-
-
-def _run_ray(specs: list[RunSpec], address: str, cpus: float, gpu: bool, on_done) -> list[dict]:
-    ray = _ray_connect(address)
-    task = ray.remote(num_cpus=cpus, num_gpus=1 if gpu else 0, max_retries=0)(run_one)
-    pending = {task.remote(s): i for i, s in enumerate(specs)}
-    rows: list[dict | None] = [None] * len(specs)
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        i = pending.pop(done[0])
-        try:
-            row = ray.get(done[0])
-        except Exception as err:  # noqa: BLE001 - a lost worker or node: report the run
-            row = {**_blank(specs[i]), "error": f"Ray task failed: {str(err).splitlines()[0]}"}
-        rows[i] = row
-        on_done(row)
-    return rows
-
-
 # ---- the sweep ------------------------------------------------------------------------------------
 def plan(config_for, latents, seeds, models, out: Path, **spec_kw) -> list[RunSpec]:
     """One RunSpec per (model, latent, seed); ``config_for(model, latent, seed)`` gives its TrainConfig."""
@@ -287,13 +254,15 @@ def plan(config_for, latents, seeds, models, out: Path, **spec_kw) -> list[RunSp
 
 def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_args=(), device="cpu", data_dir=None,
               iwae_k: int = 100, eval_seed: int = 0, jobs: int = 1, gpus=None, ray=None, ray_cpus: float = 1,
-              pictures: bool = True, log=None) -> list[dict]:
+              pictures: bool = True, log=None, ray_options: dict | None = None, tracking: dict | None = None) -> list[dict]:
     """Run a sweep and write SWEEP_DIR/results.{csv,json,md} (and latent_comparison.png); returns the rows.
 
     ``train_args`` are cuvae-train options (e.g. ``["--recipe", "chapter", "--epochs", "10"]``),
     parsed by the training CLI's own parser. ``jobs`` worker processes on the CPU; ``gpus``
-    a list of device ids, one worker process each; ``ray`` "auto", "local" or an address (an
-    existing ``ray.init`` in this process is used as it is). ``log`` gets one line per run.
+    a list of device ids, one worker process each; ``ray`` "default" (``ray.init()``), "auto", "local"
+    or an address (an existing ``ray.init`` in this process is used as it is), with ``ray_options``
+    for :func:`cuvae.cli.sweep_ray.run_ray`. ``tracking`` (tensorboard, mlflow, mlflow_experiment)
+    logs every run. ``log`` gets one line per run.
     """
     from cuvae.cli.train import build_parser, config_from_args
 
@@ -308,7 +277,12 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
         return config_from_args(ns)
 
     specs = plan(config_for, latents, seeds, models, out, device=device,
-                 data_dir=str(data_dir) if data_dir else None, iwae_k=iwae_k, eval_seed=eval_seed)
+                 data_dir=str(data_dir) if data_dir else None, iwae_k=iwae_k, eval_seed=eval_seed,
+                 tracking={k: v for k, v in (tracking or {}).items() if v})
+    if ray:  # connect first: an unreachable cluster fails before anything is written
+        from cuvae.cli.sweep_ray import CONNECT_TIMEOUT, connect
+
+        connect(ray, (ray_options or {}).get("timeout", CONNECT_TIMEOUT))
     out.mkdir(parents=True, exist_ok=True)
     log = log or (lambda *_: None)
     lock = threading.Lock()
@@ -320,7 +294,10 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
             log(_row_line(row, count[0], len(specs)))
 
     if ray:
-        rows = _run_ray(specs, ray, ray_cpus, device == "gpu", on_done)
+        from cuvae.cli.sweep_ray import run_ray
+
+        options = {"cpus": ray_cpus, "gpus": 1 if device == "gpu" else 0, **(ray_options or {})}
+        rows = run_ray(specs, ray, on_done, log=log, **options)
     elif gpus:
         rows = _run_slots(specs, [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus], on_done)
     elif jobs > 1:
@@ -344,7 +321,8 @@ def _row_line(row, i, n) -> str:
     head = f"[{i}/{n}] {run_name(row['model'], row['latent'], row['seed'])}: {row['status']}"
     if row["status"] == "failed":
         return f"{head}: {row['error']}"
-    return f"{head}, {row['epochs']} epochs, test -ELBO {row['test_loss']:.2f}, active {row['active_units']}"
+    note = f" ({row['note']})" if row.get("note") else ""
+    return f"{head}, {row['epochs']} epochs, test -ELBO {row['test_loss']:.2f}, active {row['active_units']}{note}"
 
 
 # ---- command line -------------------------------------------------------------------------------------
@@ -353,7 +331,9 @@ examples:
   cuvae-sweep --latent 2 5 8 20 --seeds 1 2 --epochs 10 --recipe chapter --out sweeps/chapter --jobs 2
   cuvae-sweep --latent 2 20 --with-ae --out sweeps/ae               # add plain-autoencoder baselines
   cuvae-sweep --latent 2 5 8 20 --device gpu --gpus 0 1 --out sweeps/gpu
-  cuvae-sweep --latent 2 5 8 20 --ray auto --out /shared/sweeps/x    # Ray cluster (shared storage)
+  cuvae-sweep --latent 2 5 8 20 --ray auto --out sweeps/x             # a running Ray cluster; results come back
+  cuvae-sweep --ray 10.0.0.1:6379 --ray-shared-dir --out /nfs/sweeps/x  # nodes write to shared storage themselves
+  cuvae-sweep --config sweep.toml                                     # axes and options from a file
 Run the same command again to skip finished runs and resume unfinished ones.
 """
 
@@ -377,9 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--iwae-k", type=positive_int, default=100, help="importance samples per test example (default 100)")
     s.add_argument("--jobs", type=positive_int, default=1, help="worker processes on the CPU (default 1)")
     s.add_argument("--gpus", type=int, nargs="+", metavar="ID", help="GPU ids, one worker process each (implies --device gpu)")
-    s.add_argument("--ray", metavar="ADDRESS", help="run each run as a Ray task: auto (a running local cluster), local "
-                                                    "(start a private one) or HOST:PORT (needs cuvae[ray])")
-    s.add_argument("--ray-cpus", type=float, default=1, metavar="N", help="CPUs each Ray task asks for (default 1)")
+    s.add_argument("--ray", metavar="ADDRESS", nargs="?", const="default",
+                   help="run each run as a Ray task (needs cuvae[ray]); alone: ray.init()'s choice (the cluster in "
+                        "RAY_ADDRESS, else a new local instance); auto: the running cluster; HOST:PORT: that head; "
+                        "local: a private instance. Each task returns its run's files: the nodes need no shared disk")
+    r = p.add_argument_group("Ray")
+    r.add_argument("--cpus-per-run", "--ray-cpus", dest="ray_cpus", type=float, default=1, metavar="N",
+                   help="CPUs each Ray task asks for (default 1)")
+    r.add_argument("--gpus-per-run", type=float, metavar="N", help="GPUs each Ray task asks for (default 1 with --device gpu, else 0)")
+    r.add_argument("--ray-shared-dir", nargs="?", const="", metavar="PATH",
+                   help="the nodes share storage: tasks write their run directories in place, in --out or, given, "
+                        "in PATH (--out as the nodes see it)")
+    r.add_argument("--ray-max-mb", type=float, default=512, metavar="MB",
+                   help="most megabytes of files one run ships each way (default 512)")
+    r.add_argument("--ray-retries", type=int, default=3, metavar="N",
+                   help="times a run whose worker or node is lost is retried, from its last shipped epoch (default 3)")
+    r.add_argument("--ray-timeout", type=float, default=30, metavar="S",
+                   help="seconds to wait for a Ray cluster to answer (default 30)")
     s.add_argument("--no-pictures", action="store_true", help="do not write latent_comparison.png")
     s.add_argument("--json", action="store_true", help="print the rows as one JSON object on stdout")
     s.add_argument("--resume", help=argparse.SUPPRESS)
@@ -399,12 +393,28 @@ def _train_argv(args) -> list[str]:
     return argv
 
 
+def _ray_options(args) -> dict:
+    options = {"shared_dir": None if args.ray_shared_dir is None else (args.ray_shared_dir or str(args.out)),
+               "max_mb": args.ray_max_mb, "retries": args.ray_retries, "timeout": args.ray_timeout}
+    if args.gpus_per_run is not None:
+        options["gpus"] = args.gpus_per_run
+    return options
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from cuvae.engine import config_file
+
+    parser = build_parser()
+    args = config_file.parse_args(parser, argv)
+    if args.print_config:
+        print(config_file.to_toml(parser, vars(args), "cuvae-sweep options (cuvae-sweep --config FILE)"), end="")
+        return 0
     if args.resume is not None:
         raise CuvaeError("cuvae-sweep resumes by itself: run the same command (same --out) again")
     if args.seed is not None:
         raise CuvaeError(f"cuvae-sweep takes --seeds (one run per seed): pass --seeds {args.seed}")
+    if args.ray is None and (args.ray_shared_dir is not None or args.gpus_per_run is not None):
+        raise CuvaeError("--ray-shared-dir and --gpus-per-run go with --ray")
     if sum(bool(x) for x in (args.jobs > 1, args.gpus, args.ray)) > 1:
         raise CuvaeError("choose one of --jobs, --gpus and --ray")
     if args.out.exists() and not args.out.is_dir():
@@ -434,7 +444,9 @@ def main(argv=None) -> int:
     try:
         rows = run_sweep(args.out, args.latent, args.seeds, models=models, train_args=train_argv, device=device,
                          data_dir=args.data_dir, iwae_k=args.iwae_k, jobs=args.jobs, gpus=args.gpus, ray=args.ray,
-                         ray_cpus=args.ray_cpus, pictures=not args.no_pictures, log=console.print)
+                         ray_cpus=args.ray_cpus, pictures=not args.no_pictures, log=console.print,
+                         ray_options=_ray_options(args), tracking={k: getattr(args, k) for k in
+                                                                   ("tensorboard", "mlflow", "mlflow_experiment")})
     except KeyboardInterrupt:
         console.print("interrupted; finished runs and checkpoints are kept: run the same command again to resume")
         return 130

@@ -8,6 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from cuvae.engine import config_file
+from cuvae.engine.config_file import add_config_options
+from cuvae.engine.tracking import add_tracking_options, tracking_listeners
 from cuvae.engine.options import add_train_options, config_from_args, new_run_dir, resumed_config, run_main, stderr_console
 from cuvae.errors import CuvaeError
 
@@ -18,6 +21,9 @@ examples:
   cuvae-train --recipe chapter --lr 0.01                # ...with the chapter's lr: watch it collapse
   cuvae-train --recipe pytorch-example --epochs 10      # 784-400-20, BCE, batch 128
   cuvae-train --resume runs/RUN --epochs 30             # continue a run
+  cuvae-train --tensorboard tb --mlflow sqlite:///mlflow.db  # also log to TensorBoard and MLflow
+  cuvae-train --print-config > run.toml                 # a complete config file; then:
+  cuvae-train --config run.toml --epochs 5              # its options, with --epochs from the command line
 Ctrl-C stops after the current step and keeps the last complete checkpoint.
 """
 
@@ -25,11 +31,15 @@ Ctrl-C stops after the current step and keeps the last complete checkpoint.
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cuvae-train", description="Train a hand-written VAE on MNIST, Fashion-MNIST, CIFAR-10 or a folder of images.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    return add_train_options(p)
+    return add_config_options(add_tracking_options(add_train_options(p)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = config_file.parse_args(parser, argv)
+    if args.print_config:
+        print(config_file.to_toml(parser, config_file.train_values(args), "cuvae-train options (cuvae-train --config FILE)"), end="")
+        return 0
     console = stderr_console()
 
     from cuvae.backends.backend import get_backend
@@ -37,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from cuvae.cli.console import ConsoleReporter, PictureWriter
     from cuvae.data import load_dataset
     from cuvae.engine.trainer import Trainer
+    from rich.markup import escape
 
     resume = None
     if args.resume:
@@ -50,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.out or new_run_dir(config)
         if (run_dir / CHECKPOINT).exists():
             raise CuvaeError(f"{run_dir} already holds a checkpoint: continue it with --resume {run_dir}, or pick a new --out")
+    trackers = tracking_listeners(args, run_dir, warn=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
     backend = get_backend(args.device, log=console.print, threads=args.threads)
     if args.device != "auto":  # auto says it itself
         console.print(f"device: {backend.device_name}")
@@ -61,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'' if resume else f', run dir {run_dir}'}")
 
     trainer = Trainer(config, backend, dataset, run_dir, resume=resume, graph=not args.no_graph, tf32=args.tf32,
-                      listeners=[ConsoleReporter(console, json_lines=args.json), PictureWriter(run_dir)])
+                      listeners=[ConsoleReporter(console, json_lines=args.json), PictureWriter(run_dir), *trackers])
 
     def on_sigint(signum, frame):
         if trainer._stop.is_set():

@@ -41,6 +41,7 @@ class StepMetrics:
 class EpochEnded:
     epoch: int
     metrics: dict  # the line written to metrics.jsonl
+    kl_per_dim: tuple = ()  # test KL of each latent dimension (sums to test_kl); empty for the autoencoder
 
 
 @dataclass(frozen=True)

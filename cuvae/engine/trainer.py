@@ -307,7 +307,7 @@ class Trainer:
             f.write(json.dumps(metrics) + "\n")
         self.epoch = epoch
         self.save()
-        self.emit(EpochEnded(epoch, metrics))
+        self.emit(EpochEnded(epoch, metrics, tuple(map(float, test["kl_per_dim"])) if cfg.model == "vae" else ()))
         if cfg.model == "vae" and test["active_units"] < max(1, cfg.latent // 2):
             self.emit(Notice(f"only {test['active_units']} of {cfg.latent} latent units are active (posterior collapse); "
                              f"a lower --lr (the chapter's 0.01 collapses this network; try 1e-3) or --kl-warmup may help"))

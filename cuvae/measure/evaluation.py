@@ -34,16 +34,20 @@ def elbo(model: VAE, P: dict, x, *, seed: int = 0, batch: int = 1000, keep_batch
     sums = np.zeros(3)
     mean_sum = np.zeros(arch.latent)
     mean_sq = np.zeros(arch.latent)
+    kl_dims = np.zeros(arch.latent)
     for a, b in _batches(n, batch):
         xb = x[a:b]
         eps = xp.asarray(rng.standard_normal((b - a, arch.latent)).astype(model.dtype))
         recon, kl = model.losses(P, xb, eps)
         ws = model.workspace(b - a)
-        mean, _ = model.split_head(ws.act["head"])
+        mean, logvar = model.split_head(ws.act["head"])
         sums += [float(recon.sum()), float(kl.sum()), 0.0]
         m = _host(xp, mean).astype(np.float64)
         mean_sum += m.sum(0)
         mean_sq += (m * m).sum(0)
+        if logvar is not None:  # each latent dimension's share of the KL (they sum to the KL)
+            lv = _host(xp, logvar).astype(np.float64)
+            kl_dims += 0.5 * (m * m + np.exp(lv) - 1.0 - lv).sum(0)
     free_workspaces(model, keep_batch)
     variances = mean_sq / n - (mean_sum / n) ** 2
     recon, kl = sums[0] / n, sums[1] / n
@@ -53,6 +57,7 @@ def elbo(model: VAE, P: dict, x, *, seed: int = 0, batch: int = 1000, keep_batch
         "test_kl": kl,
         "active_units": int((variances > ACTIVE_THRESHOLD).sum()),
         "latent_variances": variances,
+        "kl_per_dim": kl_dims / n,
     }
 
 

@@ -46,6 +46,15 @@ def grid(rows: list[np.ndarray], labels: list[str] | None = None, scale: int = 3
     return canvas
 
 
+def picture_grid(kind: str, images: np.ndarray, epoch: int) -> Image.Image:
+    """The picture of a trainer's ``SamplesReady`` event: originals over reconstructions, or 16 prior samples."""
+    if kind == "reconstructions":
+        half = len(images) // 2
+        return grid([images[:half], images[half:]], ["data", "recon"], scale=3,
+                    title=f"test digits and reconstructions, epoch {epoch}")
+    return grid([images[:8], images[8:16]], scale=3, title=f"samples from the prior, epoch {epoch}")
+
+
 def save_png(image: Image.Image, path) -> Path:
     """Write atomically (temp file + rename), so a reader never sees half a PNG."""
     path = Path(path)
