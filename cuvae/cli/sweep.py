@@ -297,7 +297,7 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
         from cuvae.cli.sweep_ray import run_ray
 
         options = {"cpus": ray_cpus, "gpus": 1 if device == "gpu" else 0, **(ray_options or {})}
-        rows = run_ray(specs, ray, on_done, log=log, **options)
+        rows = run_ray(specs, ray, on_done, run_one=run_one, blank=_blank, log=log, **options)
     elif gpus:
         rows = _run_slots(specs, [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus], on_done)
     elif jobs > 1:

@@ -133,11 +133,10 @@ class _Shipper:
         (self.run_dir.parent / SHIPPED).write_text(json.dumps({"epoch": event.epoch, "pid": os.getpid()}))
 
 
-def run_task(spec, files: dict[str, bytes], inbox, max_bytes: int) -> dict:
-    """One run in a scratch folder of this node; returns {"row", "files", "left_out", "node"}."""
+def run_task(spec, files: dict[str, bytes], inbox, max_bytes: int, run_one) -> dict:
+    """One run in a scratch folder of this node (``run_one`` trains and scores it: the sweep hands it in,
+    so this module need not import the sweep); returns {"row", "files", "left_out", "node"}."""
     import ray
-
-    from cuvae.cli.sweep import run_one
 
     node = ray.get_runtime_context().get_node_id()
     if inbox is None:  # shared storage: in place
@@ -173,13 +172,13 @@ class _Inbox:
 
 
 # ---- the driver --------------------------------------------------------------------------------------
-def run_ray(specs: list, address: str, on_done, *, cpus: float = 1, gpus: float = 0, shared_dir=None,
+def run_ray(specs: list, address: str, on_done, *, run_one, blank, cpus: float = 1, gpus: float = 0, shared_dir=None,
             max_mb: float = MAX_MB, retries: int = 3, timeout: float = CONNECT_TIMEOUT, log=None) -> list[dict]:
-    """Run the specs as Ray tasks; the driver writes what each returns into its run directory."""
+    """Run the specs as Ray tasks; the driver writes what each returns into its run directory.
+
+    ``run_one(spec, listeners)`` trains and scores one run, ``blank(spec)`` is a failed run's row."""
     ray = connect(address, timeout)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from cuvae.cli.sweep import _blank
 
     max_bytes = int(max_mb * 2**20)
     log = log or (lambda *_: None)
@@ -197,7 +196,7 @@ def run_ray(specs: list, address: str, on_done, *, cpus: float = 1, gpus: float 
             remote = replace(spec, run_dir=spec.name)  # the node learns the run's name, never the driver's path
         else:
             files, remote = {}, replace(spec, run_dir=str(Path(shared_dir) / spec.name))
-        pending[task.remote(remote, files, inbox, max_bytes)] = i
+        pending[task.remote(remote, files, inbox, max_bytes, run_one)] = i
     rows: list = [None] * len(specs)
     try:
         while pending:
@@ -208,7 +207,7 @@ def run_ray(specs: list, address: str, on_done, *, cpus: float = 1, gpus: float 
                 result = ray.get(done[0])
             except Exception as err:  # noqa: BLE001 - worker or node lost, retries spent: nothing is written
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-                row = {**_blank(spec), "error": f"Ray task failed after {retries} retries: {first}"}
+                row = {**blank(spec), "error": f"Ray task failed after {retries} retries: {first}"}
             else:
                 row = {**result["row"], "run_dir": spec.run_dir, "ray_node": result["node"]}
                 if result["files"]:
