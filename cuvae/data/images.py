@@ -184,20 +184,34 @@ def _download_cifar(folder: Path, progress: bool, log) -> Path:
     """Fetch the tarball into ``folder``: temp file, MD5 check, atomic rename (cuvae.data.download's machinery)."""
     from cuvae.data import download as dl
 
-    folder.mkdir(parents=True, exist_ok=True)
-    reasons = []
+    if dl.network_down():
+        raise dl.DownloadError(f"could not download {CIFAR_TARBALL}: the network was unreachable earlier "
+                               f"({dl.network_down()})")
+    reasons, silent = [], True
     for base in CIFAR_URLS:
         url = base + CIFAR_TARBALL
+        if not progress:
+            log(f"downloading {url}")
+        try:
+            resp = dl._open(url, dl.CONNECT_TIMEOUT_S, log)
+        except dl._NoAnswer as err:  # bounded wait; no folder is made for nothing
+            reasons.append(f"{url}: {err}")
+            continue
+        except (dl._Transient, dl._Permanent) as err:
+            silent = False
+            reasons.append(f"{url}: {err}")
+            continue
+        silent = False
+        folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{CIFAR_TARBALL}.part-", dir=folder)
         tmp = Path(tmp)
         try:
             try:
-                if not progress:
-                    log(f"downloading {url}")
-                dl._fetch(url, fd, CIFAR_TARBALL, progress)
+                dl._fetch(url, fd, CIFAR_TARBALL, progress, resp=resp)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+                resp.close()
             md5 = hashlib.md5(tmp.read_bytes()).hexdigest()
             if md5 != CIFAR_MD5:
                 raise dl._Permanent(f"checksum mismatch (MD5 {md5}, expected {CIFAR_MD5})")
@@ -208,6 +222,8 @@ def _download_cifar(folder: Path, progress: bool, log) -> Path:
             reasons.append(f"{url}: {err}")
         finally:
             tmp.unlink(missing_ok=True)
+    if silent and reasons:
+        dl._mark_down(reasons[0])
     raise dl.DownloadError(f"could not download {CIFAR_TARBALL}: " + "; ".join(reasons))
 
 

@@ -48,10 +48,20 @@ def grid(rows: list[np.ndarray], labels: list[str] | None = None, scale: int = 3
 
 def save_png(image: Image.Image, path) -> Path:
     """Write atomically (temp file + rename), so a reader never sees half a PNG."""
+    from cuvae.errors import CuvaeError
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    try:
+        image.save(tmp, format="PNG")
+        tmp.replace(path)
+    except OSError as err:  # a full or read-only disk: the previous picture stays, no half-written temp file
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise CuvaeError(f"cannot write the picture {path}: {err.strerror or err}; free some space, or write it "
+                         "elsewhere (cuvae-show --out FILE, cuvae-evaluate --no-pictures)") from None
     return path
 
 
