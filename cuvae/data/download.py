@@ -42,6 +42,7 @@ BACKOFF_S = 1.0  # sleep before retry k is BACKOFF_S * 2**(k-1)
 CONNECT_TIMEOUT_S = 4.0  # connecting and waiting for the response headers
 READ_TIMEOUT_S = 30.0  # one read once the transfer runs
 DEADLINE_S = 8.0  # all mirrors together, to decide that the network is unreachable
+WAIT_NOTICE_S = 1.0  # silence after which a line says what it is waiting for
 TIMEOUT_S = READ_TIMEOUT_S  # (the old name)
 CHUNK = 1 << 16
 USER_AGENT = "cuvae-data/1 (+https://github.com/)"
@@ -82,7 +83,7 @@ class _Waiting:
     """Says once, after a second of silence, that it is waiting and for how long at most."""
 
     def __init__(self, url: str, limit: float, log):
-        self._timer = threading.Timer(1.0, lambda: log(f"waiting for {url.split('/')[2] if '//' in url else url} "
+        self._timer = threading.Timer(WAIT_NOTICE_S, lambda: log(f"waiting for {url.split('/')[2] if '//' in url else url} "
                                                        f"to answer (giving up after {limit:.0f} s)..."))
         self._timer.daemon = True
 
