@@ -259,7 +259,7 @@ def test_evaluate_prints_its_figures_before_a_picture_failure(tmp_path, monkeypa
     out, err = capsys.readouterr()
     assert code == 2 and "test negative ELBO" in out and "Traceback" not in err
     assert "cannot write the picture" in err and "Read-only file system" in err and "--no-pictures" in err
-    assert "evaluation seed 0" in out and "784/2 ln pi" in err and "392 ln pi" not in err
+    assert "evaluation seed: 0 (the run" in err and "784/2 ln pi" in err and "392 ln pi" not in err
     assert (run / "samples.png").read_bytes() == before and not list(run.glob(".*.tmp"))
     code = run_main(show.main, [str(run), "samples", "--device", "cpu"])
     err = capsys.readouterr().err

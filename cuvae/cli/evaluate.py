@@ -53,6 +53,8 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=None, device="aut
                         progress=progress, log=lambda m: log(m) if log and not m.startswith("using ") else None)
     if log:
         log(f"test set: {len(data.test_x):,} examples; {data.source.replace('first 1 of ', '')}")
+        whose = "the run's --seed, as in its training log" if seed == cfg.seed else f"--seed; the run's is {cfg.seed}"
+        log(f"evaluation seed: {seed} ({whose})")
     model = cfg.build_model(backend.ops)
     params = backend.to_device(ckpt.params.astype(model.dtype))
     P = model.layout.views(params)
@@ -141,7 +143,7 @@ def main(argv=None) -> int:
     from rich.table import Table
 
     table = Table(title=f"{result['model']} - epoch {result['epoch']} - {result['test_examples']:,} test examples - "
-                        f"evaluation seed {result['eval_seed']}")
+                        f"seed {result['eval_seed']}")
     table.add_column("metric")
     table.add_column("value (nats per example)", justify="right")
     table.add_row("test negative ELBO", f"{result['test_loss']:.3f}")
