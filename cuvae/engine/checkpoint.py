@@ -107,7 +107,9 @@ def load_checkpoint(run_dir) -> Checkpoint:
             arrays = {k: z[k] for k in ARRAYS}
     except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError, json.JSONDecodeError) as err:
         if "allow_pickle" in str(err):  # NumPy's advice to unpickle: never taken, never passed on
-            raise bad("holds pickled Python objects, which cuvae never loads") from None
+            if zipfile.is_zipfile(path):
+                raise bad("holds pickled Python objects, which cuvae never loads") from None
+            raise bad("is damaged or not a cuvae checkpoint (not an .npz archive)") from None
         raise bad(f"is damaged or not a cuvae checkpoint ({err})") from None
     if not isinstance(meta, dict):
         raise bad(f"has a meta entry that is a JSON {type(meta).__name__}, not an object")
