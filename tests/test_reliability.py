@@ -535,3 +535,25 @@ def test_readme_examples_work_offline_and_say_how_to_run_them():
     sweeps = readme.split("## Sweeps", 1)[1].split("\n## ", 1)[0]
     assert "ray start --head" in sweeps and "--ray auto" in sweeps
     assert "392" not in readme.split("## Evaluate", 1)[1].split("\n## ", 1)[0]
+
+
+def test_a_run_that_never_started_leaves_no_folder(tmp_path, capsys):
+    code, err = train(["--hidden", "100000", "100000", "--epochs", "1", "--device", "cpu", "--train-size", "100",
+                       "--out", tmp_path / "big"], capsys)
+    assert code == 2 and not (tmp_path / "big").exists()
+    (tmp_path / "kept").mkdir()  # a folder the user made stays
+    train(["--hidden", "100000", "100000", "--device", "cpu", "--train-size", "100", "--out", tmp_path / "kept"], capsys)
+    assert (tmp_path / "kept").is_dir()
+
+
+def test_a_full_disk_for_a_picture_during_training_says_what_is_kept(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    def full(self, fp, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    run = tmp_path / "run"
+    code, err = train(TINY + ["--epochs", "2", "--out", run], capsys)
+    assert code == 2 and "cannot write the picture" in err and "the checkpoint holds epoch 1" in err, err
+    assert load_checkpoint(run).epoch == 1 and "Traceback" not in err

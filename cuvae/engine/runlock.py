@@ -20,7 +20,7 @@ from cuvae.errors import CuvaeError
 
 LOCK = ".cuvae.lock"
 
-_held: dict[str, list] = {}  # resolved run dir -> [fd, count]
+_held: dict[str, list] = {}  # resolved run dir -> [fd, count, created by this process?]
 _guard = threading.Lock()
 
 
@@ -49,6 +49,7 @@ def acquire(run_dir, flag: str = "--out") -> None:
     """Take the lock of ``run_dir`` for this process, or raise naming the process that holds it."""
     import fcntl
 
+    existed = Path(run_dir).is_dir()
     run_dir = prepare_run_dir(run_dir, flag)
     key = str(run_dir.resolve())
     with _guard:
@@ -75,7 +76,7 @@ def acquire(run_dir, flag: str = "--out") -> None:
                      .encode(errors="replace"))
         except OSError:
             pass  # the lock holds even if the note cannot be written (a full disk)
-        _held[key] = [fd, 1]
+        _held[key] = [fd, 1, not existed]
 
 
 def release(run_dir) -> None:
@@ -88,7 +89,15 @@ def release(run_dir) -> None:
         entry[1] -= 1
         if entry[1] == 0:
             del _held[key]
-            os.close(entry[0])  # the file stays: unlinking it would let two writers lock two different files
+            folder = Path(key)
+            if entry[2] and [p.name for p in folder.iterdir()] == [LOCK]:  # made for a run that never started
+                try:
+                    (folder / LOCK).unlink()
+                    folder.rmdir()
+                except OSError:
+                    pass
+            # otherwise the file stays: unlinking it would let two writers lock two different files
+            os.close(entry[0])
 
 
 @contextmanager
