@@ -93,7 +93,7 @@ def _train(args, console, config, run_dir, resume, record, data_dir) -> int:
     except CuvaeError as err:  # e.g. a full disk: say what is kept and how to go on
         kept = "" if "checkpoint" in str(err) else \
             f"; the checkpoint holds epoch {trainer.epoch}" if trainer.epoch else "; no epoch was saved"
-        raise CuvaeError(f"{err}{kept} (resume with: cuvae-train --resume {run_dir})") from None
+        raise CuvaeError(f"{err}{kept}; then resume with: cuvae-train --resume {run_dir}") from None
     finally:
         signal.signal(signal.SIGINT, previous)
     if result is None or result.reason == "stopped":

@@ -261,7 +261,7 @@ class Trainer:
             self.epoch = done
             raise CuvaeError(f"cannot write the checkpoint of epoch {epoch} in {self.run_dir}: {err.strerror or err}; "
                              + (f"the checkpoint of epoch {done} is intact" if done else "no checkpoint was written")
-                             + "; free some space, then resume") from None
+                             + "; free some space") from None
         self.emit(EpochEnded(epoch, metrics))
         if (cfg.model == "vae" and test["active_units"] < max(1, cfg.latent // 2) and not self._collapse_warned
                 and self.adam.step_count >= COLLAPSE_MIN_STEPS):
