@@ -60,7 +60,10 @@ def save_png(image: Image.Image, path) -> Path:
             tmp.unlink()
         except OSError:
             pass
-        raise CuvaeError(f"cannot write the picture {path}: {err.strerror or err}; free some space, or write it "
+        import errno
+
+        fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "make the folder writable"
+        raise CuvaeError(f"cannot write the picture {path}: {err.strerror or err}; {fix}, or write it "
                          "elsewhere (cuvae-show --out FILE, cuvae-evaluate --no-pictures)") from None
     return path
 
