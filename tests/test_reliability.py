@@ -224,7 +224,7 @@ def test_a_refused_sweep_rerun_keeps_the_good_rows_and_evaluation_uses_the_runs_
     assert rows[0]["eval_seed"] == 3 and rows[0]["test_loss"] == pytest.approx(last["test_loss"], rel=1e-9)
     ev = evaluate_run(out / "vae-z2-s3", iwae_k=2, pictures=False, progress=False)
     assert ev["eval_seed"] == 3 and ev["test_loss"] == pytest.approx(last["test_loss"], rel=1e-9)
-    assert "bundled subset" in rows[0]["data"]
+    assert "bundled subset (first 200 of 10,000 train / first 100 of 2,000 test)" in rows[0]["data"]
     results = json.loads((out / "results.json").read_text())
     assert results["data"] == [rows[0]["data"]]
     assert "Gaussian (SSE) runs" in (out / "results.md").read_text()
@@ -507,6 +507,8 @@ def test_start_up_and_end_lines(tmp_path, capsys):
     assert "trained 1 epoch;" in err and "1 epochs" not in err
     code, err = train(["--resume", run, "--epochs", "1"], capsys)
     assert "already trained for 1 epoch;" in err
+    code, err = train(["--resume", run, "--train-size", "300"], capsys)
+    assert code == 2 and "--resume keeps the run's --train-size 200;" in err and "train_size" not in err
 
 
 def test_collapse_advice_fits_the_run():

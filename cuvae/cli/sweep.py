@@ -143,7 +143,8 @@ def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
     from cuvae.cli.evaluate import evaluate_run
     from cuvae.engine.trainer import METRICS
 
-    epoch = load_checkpoint(run_dir).epoch
+    ckpt = load_checkpoint(run_dir)
+    epoch = ckpt.epoch
     eval_seed = config.seed if spec.eval_seed is None else spec.eval_seed
     key = {"epoch": epoch, "iwae_k": spec.iwae_k, "eval_seed": eval_seed, "test_size": config.test_size}
     path = run_dir / RESULT
@@ -173,7 +174,8 @@ def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
            "active_units": ev["active_units"], "sharpness": an["sharpness_recon"],
            "sharpness_samples": an["sharpness_samples"], "mutual_info": an["mutual_info"], "marginal_kl": an["marginal_kl"],
            "train_seconds": seconds, "examples_per_s": sum(rates) / len(rates) if rates else None,
-           "eval_seed": eval_seed, "likelihood": config.likelihood, "data": ev["data_source"]}
+           "eval_seed": eval_seed, "likelihood": config.likelihood,
+           "data": (ckpt.data or {}).get("source") or ev["data_source"]}  # what it trained on
     atomic_write_bytes(path, lambda f: f.write(json.dumps({"key": key, "row": row}, indent=2).encode()))
     return {**row, "_cached": False}
 
@@ -348,7 +350,7 @@ def _row_line(row, i, n) -> str:
     head = f"[{i}/{n}] {run_name(row['model'], row['latent'], row['seed'])}: {row['status']}"
     if row["status"] == "failed":
         return f"{head}: {row['error']}"
-    return f"{head}, {row['epochs']} epochs, test -ELBO {row['test_loss']:.2f}, active {row['active_units']}"
+    return f"{head}, {row['epochs']} epoch{'' if row['epochs'] == 1 else 's'}, test -ELBO {row['test_loss']:.2f}, active {row['active_units']}"
 
 
 # ---- command line -------------------------------------------------------------------------------------

@@ -169,7 +169,8 @@ def resumed_config(args, stored):
     changes = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None and k != "dataset"}
     data_keys = {"binarize", "train_size", "test_size", "seed", "dtype"} & set(changes)
     if data_keys - {k for k in data_keys if changes[k] == getattr(stored, k)}:
-        raise CuvaeError(f"--resume keeps the run's {', '.join(sorted(data_keys))}; start a new run (--out) to change them")
+        flags = ", ".join(f"--{k.replace('_', '-')} {getattr(stored, k)}" for k in sorted(data_keys))
+        raise CuvaeError(f"--resume keeps the run's {flags}; start a new run (--out) to change them")
     return TrainConfig.from_dict({**stored.to_dict(), **changes})
 
 
