@@ -589,3 +589,26 @@ def test_collapse_warning_comes_once_after_enough_steps(tmp_path, monkeypatch, c
     line = [x for x in err.splitlines() if "posterior collapse" in x][0]
     assert "after 8 steps" in line and "smaller --beta than 50" in line and "0.01" not in line
     assert err.index("epoch   2") < err.index("posterior collapse") < err.index("epoch   3")
+
+
+def test_the_ui_resumes_a_run_on_its_own_data_and_takes_the_lock(tmp_path, monkeypatch, capsys):
+    from cuvae_tui.options import parse_args
+    from cuvae_tui.session import Session
+
+    session = Session(parse_args(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "1"]))
+    prepared, build = session.prepare(2)
+    assert build([]).run().reason == "completed"
+    assert "bundled subset" in prepared.data_source
+    monkeypatch.setenv("CUVAE_DATA_DIR", str(write_mnist(tmp_path / "full", n_train=300)))  # other data appear
+    again = Session(parse_args(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "2"]))
+    prepared, build = again.prepare(2)
+    assert "bundled subset" in prepared.data_source and prepared.resumed_epoch == 1
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(prepared.run_dir)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CuvaeError, match=f"pid {holder.pid}"):
+            build([]).run()
+    finally:
+        holder.kill()
+        holder.wait()
