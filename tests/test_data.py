@@ -83,7 +83,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("CUVAE_MIRRORS", raising=False)
     monkeypatch.setattr(data, "SYSTEM_DIRS", {})
     monkeypatch.setattr(download, "BACKOFF_S", 0.0)
-    monkeypatch.setattr(download, "TIMEOUT_S", 5.0)
+    monkeypatch.setattr(download, "READ_TIMEOUT_S", 5.0)
     # never the real internet, even when a test forgets to set mirrors
     port = closed_port()
     monkeypatch.setattr(data, "MIRRORS", {k: [f"http://127.0.0.1:{port}/"] for k in DATASETS})

@@ -43,7 +43,6 @@ CONNECT_TIMEOUT_S = 4.0  # connecting and waiting for the response headers
 READ_TIMEOUT_S = 30.0  # one read once the transfer runs
 DEADLINE_S = 8.0  # all mirrors together, to decide that the network is unreachable
 WAIT_NOTICE_S = 1.0  # silence after which a line says what it is waiting for
-TIMEOUT_S = READ_TIMEOUT_S  # (the old name)
 CHUNK = 1 << 16
 USER_AGENT = "cuvae-data/1 (+https://github.com/)"
 
