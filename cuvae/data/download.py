@@ -247,24 +247,18 @@ def download_file(filename: str, bases: list[str], dest_dir: Path, sha256: str, 
         raise DownloadError(f"could not download {filename}: the network was unreachable earlier "
                             f"({network_down()})", f"no network ({network_down()})")
     created = _missing_parents(dest_dir)  # made only once a mirror answers; removed again if nothing came
-    reasons, answered = [], False
-    start = time.monotonic()
+    reasons: list[str] = []
     try:
-        return _download(filename, bases, dest_dir, sha256, progress, log, reasons, start, created)
+        return _download(filename, bases, dest_dir, sha256, progress, log, reasons, time.monotonic())
     except _AllSilent:
-        answered = False
-    except DownloadError:
-        answered = True
-        raise
+        pass  # no mirror answered at all: below
     finally:
         _remove_if_empty(created)
     if not bases:
-        reasons.append("no mirrors configured")
-    gist = reasons[0].split(": ", 1)[-1] if reasons else "no mirrors configured"
-    if not answered and bases:
-        _mark_down(f"{_host(bases[0])}: {gist}")
-    raise DownloadError(f"could not download {filename}: " + "; ".join(reasons),
-                        f"no network ({_host(bases[0]) + ': ' if bases else ''}{gist})")
+        raise DownloadError(f"could not download {filename}: no mirrors configured", "no mirrors configured")
+    gist = f"{_host(bases[0])}: {reasons[0].split(': ', 1)[-1]}"
+    _mark_down(gist)  # the next file, and the next load in this process, fall back at once
+    raise DownloadError(f"could not download {filename}: " + "; ".join(reasons), f"no network ({gist})")
 
 
 class _AllSilent(Exception):
@@ -291,7 +285,8 @@ def _remove_if_empty(created: list[Path]) -> None:
             return  # not empty (a file arrived) or gone
 
 
-def _download(filename, bases, dest_dir, sha256, progress, log, reasons, start, created) -> Path:
+def _download(filename, bases, dest_dir, sha256, progress, log, reasons, start) -> Path:
+    """The mirror loop of :func:`download_file`; raises ``_AllSilent`` when no mirror answered."""
     silent = True
     for base in bases:
         url = base.rstrip("/") + "/" + filename
