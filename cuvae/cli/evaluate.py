@@ -142,8 +142,7 @@ def main(argv=None) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title=f"{result['model']} - epoch {result['epoch']} - {result['test_examples']:,} test examples - "
-                        f"seed {result['eval_seed']}")
+    table = Table(title=f"{result['model']} - epoch {result['epoch']} - {result['test_examples']:,} test examples")
     table.add_column("metric")
     table.add_column("value (nats per example)", justify="right")
     table.add_row("test negative ELBO", f"{result['test_loss']:.3f}")
