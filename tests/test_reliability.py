@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SUBSET
-from cuvae.engine import runlock
 from cuvae.engine.checkpoint import CHECKPOINT, Checkpoint, load_checkpoint, save_checkpoint
 from cuvae.engine.config import TrainConfig
 from cuvae.errors import CheckpointError, CuvaeError, DataError
