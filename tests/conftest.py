@@ -35,3 +35,14 @@ def run_cli(args, env=None, timeout=120, **kw):
 
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout,
                           cwd=kw.get("cwd", ROOT))
+
+
+@pytest.fixture(autouse=True)
+def _forget_network_state():
+    """A test that found the network "down" (a closed port) must not make the next one skip its download."""
+    yield
+    import sys as _sys
+
+    dl = _sys.modules.get("cuvae.data.download")
+    if dl is not None:
+        dl.reset_network_state()

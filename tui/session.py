@@ -101,13 +101,14 @@ class Session:
                 self._backend = get_backend(self.args.device, log=log)
             return self._backend
 
-    def dataset(self, config, log=None):
+    def dataset(self, config, log=None, data_dir=None):
         from cuvae.data import load_dataset
 
-        key = (config.dataset, config.train_size, config.test_size)
+        data_dir = self.args.data_dir if data_dir is None else data_dir  # a resumed run: where its data came from
+        key = (config.dataset, config.train_size, config.test_size, str(data_dir))
         with self._lock:
             if key not in self._datasets:
-                self._datasets[key] = load_dataset(config.dataset, data_dir=self.args.data_dir,
+                self._datasets[key] = load_dataset(config.dataset, data_dir=data_dir,
                                                    train_size=config.train_size, test_size=config.test_size,
                                                    progress=False, log=log or (lambda m: None))
             return self._datasets[key]
@@ -130,7 +131,9 @@ class Session:
         else:
             config = self.base_config(latent)
         backend = self.backend(log)
-        dataset = self.dataset(config, log)
+        from cuvae.engine.provenance import data_dir_for_resume
+
+        dataset = self.dataset(config, log, data_dir_for_resume(resume.data, self.args.data_dir, run_dir) if resume else None)
         if config.batch_size > len(dataset.train_x):
             raise CuvaeError(f"--batch-size {config.batch_size} is larger than the {len(dataset.train_x)} "
                              "training examples; pass a smaller --batch-size or a larger --train-size")

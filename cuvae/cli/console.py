@@ -29,7 +29,9 @@ class ConsoleReporter:
         if isinstance(event, RunStarted):
             self.epochs = event.config["epochs"]
             verb = f"resuming after epoch {event.start_epoch}" if event.start_epoch else "training"
-            self.console.print(f"{verb}: {event.config['epochs']} epochs, {event.steps_per_epoch} steps each, run dir {event.run_dir}")
+            n = event.config["epochs"]
+            self.console.print(f"{verb}: {n} epoch{'' if n == 1 else 's'}, {event.steps_per_epoch} steps each, "
+                               f"run dir {event.run_dir}")
         elif isinstance(event, StepMetrics):
             self._progress(event)
         elif isinstance(event, EpochEnded):

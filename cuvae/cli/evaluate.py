@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from cuvae.engine.options import positive_int, run_main, stderr_console
+from cuvae.engine.options import nonneg_int, positive_int, run_main, stderr_console
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,41 +18,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory written by cuvae-train")
     p.add_argument("--iwae-k", type=positive_int, default=1000, help="importance samples per test example (default 1000)")
     p.add_argument("--test-size", type=positive_int, help="evaluate the first N test examples (default: the run's test set)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the evaluation noise (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=None,
+                   help="seed for the evaluation noise (default: the run's --seed, the one its training used "
+                        "for the test figures in metrics.jsonl)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="cpu, gpu or auto (default)")
-    p.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files")
+    p.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files (default: where the run's data came from)")
     p.add_argument("--no-pictures", action="store_true", help="do not write reconstructions.png and samples.png")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return p
 
 
-def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=0, device="auto", data_dir=None, pictures=True,
+def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=None, device="auto", data_dir=None, pictures=True,
                  log=None, progress=True) -> dict:
-    """Evaluate a run directory; returns the result dict (the keys of ``--json``)."""
+    """Evaluate a run directory; returns the result dict (the keys of ``--json``).
+
+    ``seed`` None is the run's own seed, the one the trainer evaluated the test set with, so that a
+    checkpoint has one test -ELBO. A picture that cannot be written is ``result["pictures_error"]``
+    (the figures are still returned)."""
     from cuvae.measure import evaluation
     from cuvae.backends.backend import get_backend
     from cuvae.engine.checkpoint import load_checkpoint
-    from cuvae.cli.console import PictureWriter
     from cuvae.data import load_dataset
-    from cuvae.engine.events import SamplesReady
     from cuvae.data.base import prepare_images
-    from cuvae.engine.trainer import PREVIEW
+    from cuvae.engine.provenance import data_dir_for_resume
+    from cuvae.errors import CuvaeError
 
     ckpt = load_checkpoint(run_dir)
     cfg = ckpt.config
+    seed = cfg.seed if seed is None else seed
+    data_dir = data_dir_for_resume(ckpt.data, data_dir, run_dir)
     backend = get_backend(device, log=log)
     # only the test set is needed; say where it came from without the (unused) training split
     data = load_dataset(cfg.dataset, data_dir=data_dir, train_size=1, test_size=test_size or cfg.test_size,
                         progress=progress, log=lambda m: log(m) if log and not m.startswith("using ") else None)
     if log:
         log(f"test set: {len(data.test_x):,} examples; {data.source.replace('first 1 of ', '')}")
+        whose = "the run's --seed, as in its training log" if seed == cfg.seed else f"--seed; the run's is {cfg.seed}"
+        log(f"evaluation seed: {seed} ({whose})")
     model = cfg.build_model(backend.ops)
     params = backend.to_device(ckpt.params.astype(model.dtype))
     P = model.layout.views(params)
     x = backend.to_device(prepare_images(data.test_x, cfg.binarize, model.dtype))
 
     result = {"run_dir": str(run_dir), "epoch": ckpt.epoch, "model": cfg.arch.describe(), "likelihood": cfg.likelihood,
-              "test_examples": int(x.shape[0])}
+              "test_examples": int(x.shape[0]), "eval_seed": seed,
+              "data_source": data.source.replace("first 1 of ", "")}
     terms = evaluation.elbo(model, P, x, seed=seed)
     result.update({k: terms[k] for k in ("test_loss", "test_recon", "test_kl", "active_units")})
     if cfg.model == "vae":
@@ -72,20 +82,33 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=0, device="auto",
     if cfg.likelihood == "gaussian":
         norm = evaluation.gaussian_log_norm(model.arch.in_dim)
         result["gaussian_nll_offset"] = norm
+        result["gaussian_dims"] = int(model.arch.in_dim)
         result["test_loss_normalised"] = result["test_loss"] + norm
     if pictures:
-        writer = PictureWriter(run_dir)
-        from cuvae.measure.render import to_display
-
-        shape = tuple(data.image_shape)
-        recon = to_display(evaluation.reconstruct(model, P, x[:PREVIEW], shape), shape)
-        originals = to_display(backend.to_host(x[:PREVIEW]), shape)
-        import numpy as np
-
-        writer(SamplesReady("reconstructions", np.concatenate([originals, recon]), ckpt.epoch))
-        samples = evaluation.prior_samples(model, P, 16, seed=seed, shape=shape)
-        writer(SamplesReady("samples", to_display(samples, shape), ckpt.epoch))
+        try:
+            _pictures(run_dir, model, P, x, data, backend, ckpt, seed)
+        except CuvaeError as err:
+            result["pictures_error"] = str(err)
     return result
+
+
+def _pictures(run_dir, model, P, x, data, backend, ckpt, seed) -> None:
+    """RUN_DIR/reconstructions.png and samples.png, as the trainer draws them."""
+    import numpy as np
+
+    from cuvae.cli.console import PictureWriter
+    from cuvae.engine.events import SamplesReady
+    from cuvae.engine.trainer import PREVIEW
+    from cuvae.measure import evaluation
+    from cuvae.measure.render import to_display
+
+    writer = PictureWriter(run_dir)
+    shape = tuple(data.image_shape)
+    recon = to_display(evaluation.reconstruct(model, P, x[:PREVIEW], shape), shape)
+    originals = to_display(backend.to_host(x[:PREVIEW]), shape)
+    writer(SamplesReady("reconstructions", np.concatenate([originals, recon]), ckpt.epoch))
+    samples = evaluation.prior_samples(model, P, 16, seed=seed, shape=shape)
+    writer(SamplesReady("samples", to_display(samples, shape), ckpt.epoch))
 
 
 def _bar(total: int, enabled: bool):
@@ -113,6 +136,9 @@ def main(argv=None) -> int:
                           data_dir=args.data_dir, pictures=not args.no_pictures, log=console.print, progress=not args.json)
     if args.json:
         print(json.dumps(result))
+        if "pictures_error" in result:
+            print(f"error: {result['pictures_error']}", file=sys.stderr)
+            return 2
         return 0
     from rich.table import Table
 
@@ -136,16 +162,22 @@ def main(argv=None) -> int:
         console.print(
             f"note: the gaussian likelihood's loss is the sum of squared errors, an unnormalised log-likelihood; "
             f"as a Gaussian NLL with variance 1/2 it is {result['test_loss_normalised']:.3f} nats "
-            f"(SSE + 392 ln pi = SSE + {result['gaussian_nll_offset']:.3f}). The importance-weighted NLL uses the "
+            f"(SSE + {result['gaussian_dims']}/2 ln pi = SSE + {result['gaussian_nll_offset']:.3f}). The importance-weighted NLL uses the "
             f"normalised density. Do not compare either with Bernoulli numbers.")
+    if "pictures_error" in result:  # the figures above are printed first: nothing is lost
+        console.print(f"error: {result['pictures_error']}")
+        return 2
     if not args.no_pictures:
         console.print(f"wrote {args.run_dir / 'reconstructions.png'} and {args.run_dir / 'samples.png'}")
     return 0
 
 
-def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None, seed: int = 0, n_sharp: int = 1000,
-                log=None, progress: bool = False) -> dict:
-    """Sharpness scores and (for a VAE) the ELBO surgery of a trained run, on its test set."""
+def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None, seed: int | None = None,
+                n_sharp: int = 1000, log=None, progress: bool = False) -> dict:
+    """Sharpness scores and (for a VAE) the ELBO surgery of a trained run, on its test set (``seed`` None:
+    the run's)."""
+    from cuvae.engine.provenance import data_dir_for_resume
+
     from cuvae.backends.backend import get_backend
     from cuvae.engine.checkpoint import load_checkpoint
     from cuvae.data import load_dataset
@@ -154,6 +186,8 @@ def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None,
 
     ckpt = load_checkpoint(run_dir)
     cfg = ckpt.config
+    seed = cfg.seed if seed is None else seed
+    data_dir = data_dir_for_resume(ckpt.data, data_dir, run_dir)
     backend = get_backend(device, log=log)
     data = load_dataset(cfg.dataset, data_dir=data_dir, train_size=1, test_size=test_size or cfg.test_size,
                         progress=progress, log=log or (lambda *_: None))

@@ -51,8 +51,11 @@ def load_run(run_dir, *, device="auto", data_dir=None, test_size=None) -> Loaded
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CuvaeError(f"run directory {run_dir} does not exist; pass a folder written by cuvae-train or cuvae-sweep")
+    from cuvae.engine.provenance import data_dir_for_resume
+
     ckpt = load_checkpoint(run_dir)
     cfg = ckpt.config
+    data_dir = data_dir_for_resume(ckpt.data, data_dir, run_dir)
     backend = get_backend(device)
     data = load_dataset(cfg.dataset, data_dir=data_dir, train_size=1, test_size=test_size or cfg.test_size,
                         progress=False, log=lambda *_: None)

@@ -27,11 +27,10 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cuvae.engine.options import positive_int, run_main, stderr_console
+from cuvae.engine.options import nonneg_int, positive_int, run_main, stderr_console
 from cuvae.errors import CuvaeError
-from cuvae.cli.sweep_results import rich_table, run_name, summarise, write_results
+from cuvae.cli.sweep_results import RESULT, rebuild_rows, rich_table, run_name, summarise, write_results
 
-RESULT = "result.json"
 # what a resumed run may not change (the data and the noise it was trained on)
 FROZEN = ("recipe", "dataset", "model", "hidden", "latent", "likelihood", "init", "beta", "kl_warmup", "batch_size", "lr",
           "clip_norm", "seed", "binarize", "train_size", "test_size", "dtype")
@@ -46,7 +45,7 @@ class RunSpec:
     device: str = "auto"
     data_dir: str | None = None
     iwae_k: int = 100
-    eval_seed: int = 0
+    eval_seed: int | None = None  # None: each run's own seed (the one its training evaluated with)
     env: dict = field(default_factory=dict)
     tracking: dict = field(default_factory=dict)  # tensorboard, mlflow, mlflow_experiment (cuvae.engine.tracking)
 
@@ -59,7 +58,7 @@ def run_one(spec: RunSpec, listeners=()) -> dict:
     """Train (or resume, or skip) and evaluate one run; returns its row. Never raises: a failure is a row."""
     cfg = spec.config
     row = {"model": cfg["model"], "latent": cfg["latent"], "seed": cfg["seed"], "run_dir": spec.run_dir,
-           "status": "failed", "epochs": 0, "error": ""}
+           "status": "failed", "epochs": 0, "error": "", "likelihood": cfg.get("likelihood")}
     try:
         row.update(_train_and_evaluate(spec, listeners))
         row["error"] = ""
@@ -98,8 +97,11 @@ def _train_and_evaluate(spec: RunSpec, listeners=()) -> dict:
                              f"pass --epochs {resume.epoch} or use a new --out")
         status = "done" if resume.epoch == config.epochs else "resumed"
     if status != "done":
+        from cuvae.engine.provenance import data_dir_for_resume
+
         backend = get_backend(spec.device)
-        data = load_dataset(config.dataset, data_dir=spec.data_dir, train_size=config.train_size,
+        data_dir = data_dir_for_resume(resume.data, spec.data_dir, run_dir) if resume is not None else spec.data_dir
+        data = load_dataset(config.dataset, data_dir=data_dir, train_size=config.train_size,
                             test_size=config.test_size, progress=False, log=quiet)
         if config.batch_size > len(data.train_x):
             raise CuvaeError(f"--batch-size {config.batch_size} is larger than the {len(data.train_x)} training examples")
@@ -151,8 +153,10 @@ def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
     from cuvae.cli.evaluate import evaluate_run
     from cuvae.engine.trainer import METRICS
 
-    epoch = load_checkpoint(run_dir).epoch
-    key = {"epoch": epoch, "iwae_k": spec.iwae_k, "eval_seed": spec.eval_seed, "test_size": config.test_size}
+    ckpt = load_checkpoint(run_dir)
+    epoch = ckpt.epoch
+    eval_seed = config.seed if spec.eval_seed is None else spec.eval_seed
+    key = {"epoch": epoch, "iwae_k": spec.iwae_k, "eval_seed": eval_seed, "test_size": config.test_size}
     path = run_dir / RESULT
     if path.exists():
         try:
@@ -162,9 +166,9 @@ def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
         except (ValueError, KeyError, TypeError):
             pass  # torn or old: evaluate again
     quiet = lambda *_: None  # noqa: E731
-    ev = evaluate_run(run_dir, iwae_k=spec.iwae_k, seed=spec.eval_seed, device=spec.device, data_dir=spec.data_dir,
+    ev = evaluate_run(run_dir, iwae_k=spec.iwae_k, seed=eval_seed, device=spec.device, data_dir=spec.data_dir,
                       pictures=True, log=quiet, progress=False)
-    an = analyse_run(run_dir, device=spec.device, data_dir=spec.data_dir, seed=spec.eval_seed)
+    an = analyse_run(run_dir, device=spec.device, data_dir=spec.data_dir, seed=eval_seed)
     seconds, rates = 0.0, []
     metrics = run_dir / METRICS
     if metrics.exists():
@@ -179,7 +183,9 @@ def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
            "iwae_nll": ev["iwae_nll"], "iwae_k": spec.iwae_k if ev["iwae_nll"] is not None else None,
            "active_units": ev["active_units"], "sharpness": an["sharpness_recon"],
            "sharpness_samples": an["sharpness_samples"], "mutual_info": an["mutual_info"], "marginal_kl": an["marginal_kl"],
-           "train_seconds": seconds, "examples_per_s": sum(rates) / len(rates) if rates else None}
+           "train_seconds": seconds, "examples_per_s": sum(rates) / len(rates) if rates else None,
+           "eval_seed": eval_seed, "likelihood": config.likelihood,
+           "data": (ckpt.data or {}).get("source") or ev["data_source"]}  # what it trained on
     atomic_write_bytes(path, lambda f: f.write(json.dumps({"key": key, "row": row}, indent=2).encode()))
     return {**row, "_cached": False}
 
@@ -253,7 +259,7 @@ def plan(config_for, latents, seeds, models, out: Path, **spec_kw) -> list[RunSp
 
 
 def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_args=(), device="cpu", data_dir=None,
-              iwae_k: int = 100, eval_seed: int = 0, jobs: int = 1, gpus=None, ray=None, ray_cpus: float = 1,
+              iwae_k: int = 100, eval_seed: int | None = None, jobs: int = 1, gpus=None, ray=None, ray_cpus: float = 1,
               pictures: bool = True, log=None, ray_options: dict | None = None, tracking: dict | None = None) -> list[dict]:
     """Run a sweep and write SWEEP_DIR/results.{csv,json,md} (and latent_comparison.png); returns the rows.
 
@@ -309,7 +315,7 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
             log(f"[{len(rows) + 1}/{len(specs)}] {spec.name} ...")
             rows.append(run_one(spec))
             on_done(rows[-1])
-    write_results(out, rows, iwae_k)
+    write_results(out, rebuild_rows(out, rows), iwae_k)  # a failed re-run never replaces earlier good rows
     if pictures and any(r["status"] != "failed" for r in rows):
         from cuvae.cli.show import latent_comparison
 
@@ -322,7 +328,8 @@ def _row_line(row, i, n) -> str:
     if row["status"] == "failed":
         return f"{head}: {row['error']}"
     note = f" ({row['note']})" if row.get("note") else ""
-    return f"{head}, {row['epochs']} epochs, test -ELBO {row['test_loss']:.2f}, active {row['active_units']}{note}"
+    return (f"{head}, {row['epochs']} epoch{'' if row['epochs'] == 1 else 's'}, test -ELBO {row['test_loss']:.2f}, "
+            f"active {row['active_units']}{note}")
 
 
 # ---- command line -------------------------------------------------------------------------------------
@@ -349,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("sweep")
     s.add_argument("--latent", type=positive_int, nargs="+", default=[2, 5, 8, 20], metavar="L",
                    help="latent sizes (default 2 5 8 20)")
-    s.add_argument("--seeds", type=int, nargs="+", default=[1], metavar="S", help="seeds, one run each (default 1)")
+    s.add_argument("--seeds", type=nonneg_int, nargs="+", default=[1], metavar="S",
+                   help="seeds, one run each (default 1); each run's test figures use its own seed")
     s.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     s.add_argument("--with-ae", action="store_true", help="also train the plain autoencoder (--model ae) for each run, "
                                                           "the blurriness baseline")
@@ -359,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gpus", type=int, nargs="+", metavar="ID", help="GPU ids, one worker process each (implies --device gpu)")
     s.add_argument("--ray", metavar="ADDRESS", nargs="?", const="default",
                    help="run each run as a Ray task (needs cuvae[ray]); alone: ray.init()'s choice (the cluster in "
-                        "RAY_ADDRESS, else a new local instance); auto: the running cluster; HOST:PORT: that head; "
+                        "RAY_ADDRESS, else a new local instance); auto: the running cluster (start one with 'ray start --head'); HOST:PORT: that head; "
                         "local: a private instance. Each task returns its run's files: the nodes need no shared disk")
     r = p.add_argument_group("Ray")
     r.add_argument("--cpus-per-run", "--ray-cpus", dest="ray_cpus", type=float, default=1, metavar="N",
@@ -450,7 +458,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted; finished runs and checkpoints are kept: run the same command again to resume")
         return 130
-    summary = summarise(rows)
+    table_rows = rebuild_rows(args.out, rows)
+    summary = summarise(table_rows)
+    data = sorted({r["data"] for r in table_rows if r.get("data")})
+    if data:
+        console.print(f"data: {'; '.join(data)}")
     if args.json:
         print(json.dumps({"runs": rows, "summary": summary}))
     else:
@@ -459,7 +471,8 @@ def main(argv=None) -> int:
         out_console = Console()
         if not out_console.is_terminal:
             out_console = Console(width=200)  # a file or pipe: do not squeeze the table into 80 columns
-        out_console.print(rich_table(summary, args.iwae_k, title=f"{args.out} ({time.perf_counter() - t0:.0f} s)"))
+        out_console.print(rich_table(summary, args.iwae_k, title=f"{args.out} ({time.perf_counter() - t0:.0f} s)",
+                                     rows=table_rows))
     failed = [r for r in rows if r["status"] == "failed"]
     written = "results.csv, results.json, results.md" + ("" if args.no_pictures else ", latent_comparison.png")
     console.print(f"wrote {written} in {args.out}")

@@ -42,35 +42,51 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     console = stderr_console()
 
-    from cuvae.backends.backend import get_backend
-    from cuvae.engine.checkpoint import CHECKPOINT, load_checkpoint
-    from cuvae.cli.console import ConsoleReporter, PictureWriter
-    from cuvae.data import load_dataset
-    from cuvae.engine.trainer import Trainer
-    from rich.markup import escape
+    from cuvae.engine import runlock
+    from cuvae.engine.checkpoint import CHECKPOINT, CONFIG, load_checkpoint, load_run_config
+    from cuvae.engine.provenance import data_dir_for_resume
 
-    resume = None
+    resume, record, data_dir = None, None, args.data_dir
     if args.resume:
         if args.out and args.out.resolve() != args.resume.resolve():
             raise CuvaeError("--resume continues in its own run directory; drop --out")
-        resume = load_checkpoint(args.resume)
-        config = resumed_config(args, resume.config)
         run_dir = args.resume
+        if (run_dir / CHECKPOINT).exists() or not (run_dir / CONFIG).exists():
+            resume = load_checkpoint(run_dir)
+            stored, record = resume.config, resume.data
+        else:  # stopped before its first epoch ended: start again from epoch 0 with the same config and data
+            stored, record = load_run_config(run_dir)
+        config = resumed_config(args, stored)
+        data_dir = data_dir_for_resume(record, args.data_dir, run_dir)
     else:
         config = config_from_args(args)
         run_dir = args.out or new_run_dir(config)
         if (run_dir / CHECKPOINT).exists():
             raise CuvaeError(f"{run_dir} already holds a checkpoint: continue it with --resume {run_dir}, or pick a new --out")
+    # one writer per run directory; taken before anything slow, so a second writer or a read-only
+    # --out is told at once
+    with runlock.hold(run_dir, "--resume" if args.resume else "--out"):
+        return _train(args, console, config, run_dir, resume, record, data_dir)
+
+
+def _train(args, console, config, run_dir, resume, record, data_dir) -> int:
+    from cuvae.backends.backend import get_backend
+    from cuvae.cli.console import ConsoleReporter, PictureWriter
+    from cuvae.data import load_dataset
+    from cuvae.engine.provenance import check_same_data
+    from cuvae.engine.trainer import Trainer
+    from rich.markup import escape
+
     trackers = tracking_listeners(args, run_dir, warn=lambda m: console.print(f"[yellow]warning:[/] {escape(m)}"))
     backend = get_backend(args.device, log=console.print, threads=args.threads)
     if args.device != "auto":  # auto says it itself
         console.print(f"device: {backend.device_name}")
-    dataset = load_dataset(config.dataset, data_dir=args.data_dir, train_size=config.train_size,
+    dataset = load_dataset(config.dataset, data_dir=data_dir, train_size=config.train_size,
                            test_size=config.test_size, progress=not args.json, log=console.print)
+    check_same_data(record, dataset, run_dir)
     if config.batch_size > len(dataset.train_x):
         raise CuvaeError(f"--batch-size {config.batch_size} is larger than the {len(dataset.train_x)} training examples")
-    console.print(f"model: {config.arch.describe()}, recipe {config.recipe}, lr {config.lr:g}, batch {config.batch_size}"
-                  f"{'' if resume else f', run dir {run_dir}'}")
+    console.print(f"model: {config.arch.describe()}, recipe {config.recipe}, lr {config.lr:g}, batch {config.batch_size}")
 
     trainer = Trainer(config, backend, dataset, run_dir, resume=resume, graph=not args.no_graph, tf32=args.tf32,
                       listeners=[ConsoleReporter(console, json_lines=args.json), PictureWriter(run_dir), *trackers])
@@ -86,15 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         result = trainer.run()
     except KeyboardInterrupt:
         result = None
+    except CuvaeError as err:  # e.g. a full disk: say what is kept and how to go on
+        kept = "" if "checkpoint" in str(err) else \
+            f"; the checkpoint holds epoch {trainer.epoch}" if trainer.epoch else "; no epoch was saved"
+        raise CuvaeError(f"{err}{kept}; then resume with: cuvae-train --resume {run_dir}") from None
     finally:
         signal.signal(signal.SIGINT, previous)
     if result is None or result.reason == "stopped":
         epoch = trainer.epoch
         console.print(f"interrupted; {'the checkpoint holds epoch ' + str(epoch) if epoch else 'no epoch finished yet'}. "
-                      f"Resume with: cuvae-train --resume {run_dir}")
+                      f"Resume with: cuvae-train --resume {run_dir}"
+                      + ("" if epoch else " (it starts again from epoch 1 with the same options and data)"))
         return 130
     if result.reason == "diverged":
-        console.print(f"[red]error:[/] {result.message}")
+        console.print(f"[red]error:[/] {result.message}; resume with: cuvae-train --resume {run_dir} "
+                      f"--lr {config.lr / 10:g}")
         return 1
     console.print(f"done: {result.message}; evaluate with: cuvae-evaluate {run_dir}")
     return 0

@@ -28,6 +28,20 @@ class Dataset:
     image_shape: tuple        # (28, 28)
     source: str               # one line: what was loaded and from where
     is_subset: bool           # True when the bundled subset is used
+    path: str | None = None   # the folder or file it was read from (absolute), for the run's data record
+
+    def record(self) -> dict:
+        """Where these data came from and a fingerprint of exactly the examples used (after --train-size
+        and --test-size): what a run stores so that a resume can check it trains on the same data."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for a in (self.train_x, self.train_y, self.test_x, self.test_y):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a).cast("B"))
+        return {"name": self.name, "source": self.source, "path": self.path, "subset": bool(self.is_subset),
+                "train": int(len(self.train_x)), "test": int(len(self.test_x)), "sha256": h.hexdigest()}
 
 
 def cache_dir(name: str) -> Path:

@@ -134,6 +134,9 @@ def read_cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
                         f"{shape}")
     if labels.ndim != 1 or len(labels) != len(data):
         raise DataError(f"{where}: {len(data):,} images but {labels.size:,} labels")
+    if labels.size and labels.dtype.kind not in "iu":  # e.g. strings: not comparable with 0..9
+        raise DataError(f"{where}: labels must be whole numbers 0..9, found {labels.dtype} values such as "
+                        f"{labels[0]!r}; it is not a CIFAR-10 batch")
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise DataError(f"{where}: labels must be 0..9, found {int(labels.min())}..{int(labels.max())}")
     return np.ascontiguousarray(data), labels.astype(np.uint8)
@@ -181,20 +184,34 @@ def _download_cifar(folder: Path, progress: bool, log) -> Path:
     """Fetch the tarball into ``folder``: temp file, MD5 check, atomic rename (cuvae.data.download's machinery)."""
     from cuvae.data import download as dl
 
-    folder.mkdir(parents=True, exist_ok=True)
-    reasons = []
+    if dl.network_down():
+        raise dl.DownloadError(f"could not download {CIFAR_TARBALL}: the network was unreachable earlier "
+                               f"({dl.network_down()})")
+    reasons, silent = [], True
     for base in CIFAR_URLS:
         url = base + CIFAR_TARBALL
+        if not progress:
+            log(f"downloading {url}")
+        try:
+            resp = dl._open(url, dl.CONNECT_TIMEOUT_S, log)
+        except dl._NoAnswer as err:  # bounded wait; no folder is made for nothing
+            reasons.append(f"{url}: {err}")
+            continue
+        except (dl._Transient, dl._Permanent) as err:
+            silent = False
+            reasons.append(f"{url}: {err}")
+            continue
+        silent = False
+        folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{CIFAR_TARBALL}.part-", dir=folder)
         tmp = Path(tmp)
         try:
             try:
-                if not progress:
-                    log(f"downloading {url}")
-                dl._fetch(url, fd, CIFAR_TARBALL, progress)
+                dl._fetch(url, fd, CIFAR_TARBALL, progress, resp=resp)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+                resp.close()
             md5 = hashlib.md5(tmp.read_bytes()).hexdigest()
             if md5 != CIFAR_MD5:
                 raise dl._Permanent(f"checksum mismatch (MD5 {md5}, expected {CIFAR_MD5})")
@@ -205,6 +222,8 @@ def _download_cifar(folder: Path, progress: bool, log) -> Path:
             reasons.append(f"{url}: {err}")
         finally:
             tmp.unlink(missing_ok=True)
+    if silent and reasons:
+        dl._mark_down(reasons[0])
     raise dl.DownloadError(f"could not download {CIFAR_TARBALL}: " + "; ".join(reasons))
 
 
@@ -290,13 +309,20 @@ class _Tree:
 def _decode(tree: _Tree, name: str, mode: str | None):
     from PIL import Image, UnidentifiedImageError
 
+    from PIL.Image import DecompressionBombError
+
     try:
         with Image.open(io.BytesIO(tree.read(name))) as im:
             im.load()
             if mode is None:
                 mode = "L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB"
             arr = np.asarray(im.convert(mode), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
+    except DecompressionBombError as err:  # far more pixels than any training image: refuse before decoding
+        raise DataError(f"image {tree.where(name)} is too large to decode safely ({err}); remove it") from None
+    except UnidentifiedImageError:  # its message names a BytesIO object, not the member
+        raise DataError(f"cannot decode image {tree.where(name)}: not a PNG or JPEG image Pillow can read; "
+                        "remove or replace it") from None
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
         raise DataError(f"cannot decode image {tree.where(name)} ({err}); remove or replace it") from None
     if arr.ndim == 2:
         arr = arr[None]
@@ -399,8 +425,8 @@ def load_image_dataset(name, data_dir=None, train_size=None, test_size=None, dow
     """``cuvae.data.load_dataset`` for ``cifar10`` and ``folder:PATH``."""
     from cuvae.data.base import Dataset, check_size, count, take
 
-    check_size("train_size", train_size)
-    check_size("test_size", test_size)
+    check_size("--train-size", train_size)
+    check_size("--test-size", test_size)
     key = str(name).strip()
     if key.lower().startswith("folder:"):
         root = Path(key[7:]).expanduser()
@@ -410,8 +436,9 @@ def load_image_dataset(name, data_dir=None, train_size=None, test_size=None, dow
         (tx, ty), (vx, vy), where = load_cifar10(data_dir, download, progress, log)
         shape, disp, canon = CIFAR_SHAPE, "CIFAR-10", "cifar10"
     n_train, n_test = len(tx), len(vx)
-    tx, ty = take("train_size", train_size, tx, ty, f"the training set of {where}")
-    vx, vy = take("test_size", test_size, vx, vy, f"the test set of {where}")
+    tx, ty = take("--train-size", train_size, tx, ty, f"the training set of {where}")
+    vx, vy = take("--test-size", test_size, vx, vy, f"the test set of {where}")
     source = f"{disp} ({count(len(tx), n_train)} train / {count(len(vx), n_test)} test) from {where}"
     log(f"using {source}")
-    return Dataset(canon, np.ascontiguousarray(tx), ty, np.ascontiguousarray(vx), vy, shape, source, False)
+    return Dataset(canon, np.ascontiguousarray(tx), ty, np.ascontiguousarray(vx), vy, shape, source, False,
+                   str(Path(where).resolve()))

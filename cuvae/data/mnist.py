@@ -226,8 +226,8 @@ def load_idx_dataset(name: str = "mnist", data_dir=None, train_size: int | None 
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    check_size("train_size", train_size)
-    check_size("test_size", test_size)
+    check_size("--train-size", train_size)
+    check_size("--test-size", test_size)
     disp = DISPLAY[key]
 
     files = hint = None
@@ -235,6 +235,8 @@ def load_idx_dataset(name: str = "mnist", data_dir=None, train_size: int | None 
         folder = Path(data_dir).expanduser()
         if folder.exists() and not folder.is_dir():
             raise DataError(f"--data-dir {folder} is not a folder")
+        if key == "mnist" and folder.is_dir() and folder.resolve() == SUBSET_DIR:  # e.g. a run that used it, resumed
+            return _load_subset(train_size, test_size, None, log)
         hint = _REDOWNLOAD if download else "replace it with a good copy"
         files = _complete(folder)
         if files is None:
@@ -258,16 +260,17 @@ def load_idx_dataset(name: str = "mnist", data_dir=None, train_size: int | None 
                 break
 
     reason = "downloading is off"
+    short = reason
     if files is None and download:
         folder, hint = cache_dir(key), _REDOWNLOAD
         try:
             files = _download_missing(key, folder, progress, log)
         except _dl.DownloadError as err:
-            reason = f"download failed: {err}"
+            reason, short = f"download failed: {err}", f"the download failed: {err.short}"
 
     if files is None:
         if key == "mnist":
-            return _load_subset(train_size, test_size, reason, log)
+            return _load_subset(train_size, test_size, short, log)
         raise DataError(
             f"Fashion-MNIST was not found locally and could not be downloaded ({reason}); install "
             "it with 'apt-get install dataset-fashion-mnist', pass --data-dir DIR (a folder holding "
@@ -277,7 +280,7 @@ def load_idx_dataset(name: str = "mnist", data_dir=None, train_size: int | None 
                                                                test_size)
     source = f"{disp} ({counts}) from {folder}"
     log(f"using {source}")
-    return Dataset(key, train_x, train_y, test_x, test_y, IMAGE_SHAPE, source, False)
+    return Dataset(key, train_x, train_y, test_x, test_y, IMAGE_SHAPE, source, False, str(Path(folder).resolve()))
 
 
 def _read_sliced(files, hint: str, where: str, train_size, test_size):
@@ -285,26 +288,24 @@ def _read_sliced(files, hint: str, where: str, train_size, test_size):
     train_x, train_y = _load_split(files, "train", hint)
     test_x, test_y = _load_split(files, "t10k", hint)
     n_train, n_test = len(train_x), len(test_x)
-    train_x, train_y = take("train_size", train_size, train_x, train_y, f"the training set of {where}")
-    test_x, test_y = take("test_size", test_size, test_x, test_y, f"the test set of {where}")
+    train_x, train_y = take("--train-size", train_size, train_x, train_y, f"the training set of {where}")
+    test_x, test_y = take("--test-size", test_size, test_x, test_y, f"the test set of {where}")
     counts = f"{count(len(train_x), n_train)} train / {count(len(test_x), n_test)} test"
     return train_x, train_y, test_x, test_y, counts, (n_train, n_test)
 
 
-def _load_subset(train_size, test_size, reason: str, log) -> Dataset:
+def _load_subset(train_size, test_size, reason: str | None, log) -> Dataset:
+    """The bundled subset; ``reason`` says why the full set is not used (None: it was asked for)."""
     files = _complete(SUBSET_DIR)
     hint = "the cuvae installation is damaged; reinstall it"
     if files is None:
         raise DataError(f"MNIST was not found locally, could not be downloaded ({reason}), and the "
                         f"bundled subset is missing from {SUBSET_DIR}; {_FULL_SET_HOWTO}")
     where = f"the bundled MNIST subset ({_FULL_SET_HOWTO})"
-    train_x, train_y, test_x, test_y, counts, (n_train, n_test) = _read_sliced(files, hint, where, train_size,
-                                                                               test_size)
+    train_x, train_y, test_x, test_y, counts, _ = _read_sliced(files, hint, where, train_size, test_size)
     source = f"MNIST bundled subset ({counts}) from {SUBSET_DIR}"
-    log(f"no local MNIST and {_short(reason)}: using the bundled subset "
-        f"({n_train:,} train / {n_test:,} test); {_FULL_SET_HOWTO}")
-    return Dataset("mnist", train_x, train_y, test_x, test_y, IMAGE_SHAPE, source, True)
-
-
-def _short(reason: str, limit: int = 160) -> str:
-    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+    if reason is None:
+        log(f"using the bundled MNIST subset ({counts})")
+    else:
+        log(f"no local MNIST and {reason}: using the bundled subset ({counts}); {_FULL_SET_HOWTO}")
+    return Dataset("mnist", train_x, train_y, test_x, test_y, IMAGE_SHAPE, source, True, str(SUBSET_DIR))

@@ -19,7 +19,9 @@ from cuvae.engine.config import TrainConfig
 from cuvae.errors import CheckpointError
 
 CHECKPOINT = "checkpoint.npz"
+CONFIG = "config.json"
 FORMAT = 1
+ARRAYS = ("params", "adam_m", "adam_v")
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Checkpoint:
     adam_v: np.ndarray
     adam_step: int
     epoch: int
+    data: dict | None = None  # the data record (cuvae.engine.provenance); None in checkpoints written before it
 
 
 def save_checkpoint(run_dir, ckpt: Checkpoint) -> Path:
@@ -41,6 +44,8 @@ def save_checkpoint(run_dir, ckpt: Checkpoint) -> Path:
         "adam_step": int(ckpt.adam_step),
         "layout": ckpt.config.arch.layout().describe(),
     }
+    if ckpt.data is not None:
+        meta["data"] = ckpt.data
     for stale in run_dir.glob(f".{CHECKPOINT}.tmp-*"):  # left by a killed writer
         stale.unlink(missing_ok=True)
 
@@ -55,8 +60,36 @@ def save_checkpoint(run_dir, ckpt: Checkpoint) -> Path:
 
     path = run_dir / CHECKPOINT
     atomic_write_bytes(path, write)
-    atomic_write_bytes(run_dir / "config.json", lambda f: f.write((json.dumps(meta["config"], indent=2) + "\n").encode()))
+    write_run_config(run_dir, ckpt.config, ckpt.data)
     return path
+
+
+def write_run_config(run_dir, config: TrainConfig, data: dict | None) -> None:
+    """RUN_DIR/config.json: the config and the data record (written when training starts, so that a run
+    stopped before its first checkpoint can be resumed from it)."""
+    d = config.to_dict()
+    if data is not None:
+        d["data"] = data
+    atomic_write_bytes(Path(run_dir) / CONFIG, lambda f: f.write((json.dumps(d, indent=2) + "\n").encode()))
+
+
+def load_run_config(run_dir) -> tuple[TrainConfig, dict | None]:
+    """The config and data record of RUN_DIR/config.json (a run with no finished epoch has nothing else)."""
+    path = Path(run_dir) / CONFIG
+    try:
+        d = json.loads(path.read_text())
+        if not isinstance(d, dict):
+            raise ValueError(f"a JSON {type(d).__name__}, expected an object")
+        data = d.get("data")
+        return TrainConfig.from_dict(d), data if isinstance(data, dict) else None
+    except FileNotFoundError:
+        raise CheckpointError(f"{run_dir} holds neither a checkpoint nor a config.json: start a new run with "
+                              f"cuvae-train --out {run_dir}") from None
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any malformed content is the same problem for the user
+        raise CheckpointError(f"{path} is damaged ({type(err).__name__}: {err}); start a new run with another "
+                              "--out") from None
 
 
 def load_checkpoint(run_dir) -> Checkpoint:
@@ -65,19 +98,42 @@ def load_checkpoint(run_dir) -> Checkpoint:
         path = path / CHECKPOINT
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: train one first with cuvae-train --out {path.parent}")
+    def bad(problem: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path} {problem}; train again or restore a copy")
+
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            params, m, v = z["params"], z["adam_m"], z["adam_v"]
+            arrays = {k: z[k] for k in ARRAYS}
     except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"checkpoint {path} is damaged or not a cuvae checkpoint ({err}); train again or restore a copy") from None
+        if "allow_pickle" in str(err):  # NumPy's advice to unpickle: never taken, never passed on
+            if zipfile.is_zipfile(path):
+                raise bad("holds pickled Python objects, which cuvae never loads") from None
+            raise bad("is damaged or not a cuvae checkpoint (not an .npz archive)") from None
+        raise bad(f"is damaged or not a cuvae checkpoint ({err})") from None
+    if not isinstance(meta, dict):
+        raise bad(f"has a meta entry that is a JSON {type(meta).__name__}, not an object")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {meta.get('format')}, this cuvae reads format {FORMAT}")
-    config = TrainConfig.from_dict(meta["config"])
-    expected = config.arch.layout().size
-    if params.shape != (expected,) or m.shape != params.shape or v.shape != params.shape:
-        raise CheckpointError(f"checkpoint {path} is inconsistent: {params.shape[0]} parameters stored, its config needs {expected}")
-    return Checkpoint(config, params, m, v, int(meta["adam_step"]), int(meta["epoch"]))
+    for key, kind in (("config", dict), ("epoch", int), ("adam_step", int)):
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise bad(f"has a meta entry {key!r} of type {type(meta.get(key)).__name__}, expected {kind.__name__}")
+    if meta["epoch"] < 0 or meta["adam_step"] < 0:
+        raise bad(f"has a negative epoch or step count ({meta['epoch']}, {meta['adam_step']})")
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+        expected = config.arch.layout().size
+    except Exception as err:  # noqa: BLE001 - a config of wrong types or values
+        raise bad(f"has a config that cuvae cannot use ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    for key, a in arrays.items():
+        if a.dtype.kind != "f":
+            raise bad(f"has a {key} array of dtype {a.dtype}, expected floating point")
+        if a.shape != (expected,):
+            raise bad(f"has a {key} array of shape {a.shape}, but its config ({config.arch.describe()}) needs "
+                      f"shape ({expected},)")
+    data = meta.get("data")
+    return Checkpoint(config, arrays["params"], arrays["adam_m"], arrays["adam_v"], meta["adam_step"], meta["epoch"],
+                      data if isinstance(data, dict) else None)
 
 
 def check_same_model(stored: TrainConfig, wanted: TrainConfig, path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import asdict, dataclass, fields
 
 from cuvae.errors import CuvaeError
@@ -50,6 +51,13 @@ class TrainConfig:
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
         self.channels = tuple(int(c) for c in self.channels)
+        try:
+            seed = None if isinstance(self.seed, bool) else operator.index(self.seed)
+        except TypeError:
+            seed = None
+        if seed is None or seed < 0:  # NumPy's generators take no negative seeds
+            raise CuvaeError(f"--seed must be a whole number >= 0, got {self.seed!r}")
+        self.seed = int(seed)
         if self.arch_type not in ARCH_TYPES:
             raise CuvaeError(f"unknown --arch {self.arch_type!r}; choose one of: {', '.join(ARCH_TYPES)}")
         if self.image_shape is None:

@@ -64,6 +64,26 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except CuvaeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before training started (loading data, probing the GPU): nothing to keep
+        print("interrupted before training started; nothing was changed", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; choose a smaller model (--hidden, --channels), --batch-size or --train-size",
+              file=sys.stderr)
+        return 2
+    except OSError as err:  # a disk or file problem no check foresaw: name the file, never a traceback
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: cannot use{where}: {err.strerror or err}; check the path, its permissions and free space",
+              file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - a bug: one line (CUVAE_DEBUG=1 shows the traceback), exit 1
+        import os
+
+        if os.environ.get("CUVAE_DEBUG"):
+            raise
+        print(f"internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+              "(a bug in cuvae; run again with CUVAE_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return 1
 
 
 def add_train_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -98,7 +118,7 @@ def add_train_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     t.add_argument("--beta", type=nonneg_float, help="weight of the KL term (default 1)")
     t.add_argument("--kl-warmup", type=nonneg_float, metavar="EPOCHS", help="raise the KL weight linearly from 0 over this many epochs (default 0: off)")
     t.add_argument("--clip-norm", type=positive_float, help="clip the gradient's global L2 norm to this (default: off)")
-    t.add_argument("--seed", type=int, help="seed for init, shuffling and noise (default 0)")
+    t.add_argument("--seed", type=nonneg_int, help="seed for init, shuffling, noise and the test-set evaluation (default 0)")
     t.add_argument("--dtype", choices=DTYPES, help="float32 (default) or float64")
     d = p.add_argument_group("data")
     d.add_argument("--dataset", type=dataset_arg, metavar="NAME",
@@ -149,7 +169,8 @@ def resumed_config(args, stored):
     changes = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None and k != "dataset"}
     data_keys = {"binarize", "train_size", "test_size", "seed", "dtype"} & set(changes)
     if data_keys - {k for k in data_keys if changes[k] == getattr(stored, k)}:
-        raise CuvaeError(f"--resume keeps the run's {', '.join(sorted(data_keys))}; start a new run (--out) to change them")
+        flags = ", ".join(f"--{k.replace('_', '-')} {getattr(stored, k)}" for k in sorted(data_keys))
+        raise CuvaeError(f"--resume keeps the run's {flags}; start a new run (--out) to change them")
     return TrainConfig.from_dict({**stored.to_dict(), **changes})
 
 

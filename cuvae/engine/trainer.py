@@ -21,14 +21,17 @@ import numpy as np
 
 from cuvae.measure import evaluation
 from cuvae.backends.backend import Backend
-from cuvae.engine.checkpoint import Checkpoint, save_checkpoint
+from cuvae.engine import runlock
+from cuvae.engine.checkpoint import Checkpoint, save_checkpoint, write_run_config
 from cuvae.data.base import prepare_images
 from cuvae.engine.config import TrainConfig
 from cuvae.engine.events import EpochEnded, Listener, Notice, RunStarted, SamplesReady, StepMetrics, TrainingFinished
+from cuvae.errors import CuvaeError
 from cuvae.nn.optim import Adam
 
 METRICS = "metrics.jsonl"
 PREVIEW = 8  # test digits shown as reconstructions after each epoch
+COLLAPSE_MIN_STEPS = 500  # the collapse warning waits for this many steps: early epochs have few active units
 
 
 def one_line(err: BaseException) -> str:
@@ -47,6 +50,14 @@ class Trainer:
         self.report_every = report_every
         self.dtype = np.dtype(config.dtype)
         xp = self.xp = backend.xp
+        from cuvae.engine.memory import check_fits
+        from cuvae.engine.provenance import check_same_data
+
+        check_fits(config, backend, len(dataset.train_x) + len(dataset.test_x))
+        self.data_record = dataset.record() if hasattr(dataset, "record") else None
+        if resume is not None:
+            check_same_data(resume.data, dataset, self.run_dir, "--out")
+        self._collapse_warned = False
 
         self.model = config.build_model(backend.ops)
         layout = self.model.layout
@@ -136,31 +147,33 @@ class Trainer:
 
     def run(self) -> TrainingFinished:
         """Train to ``config.epochs``; on any way out (done, stop, divergence, Ctrl-C, error) the device is
-        synchronised and the fused step closed, so nothing still writes the parameters once it returns."""
-        try:
-            self._open_device_step()  # again after a previous run() closed it
-            # a diverging model overflows exp(); that is detected and reported, so NumPy need not warn
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                return self._run()
-        finally:
-            self.close()
+        synchronised and the fused step closed, so nothing still writes the parameters once it returns.
+        One writer per run directory (the CLI, the UI and the sweep all end up here): runlock."""
+        with runlock.hold(self.run_dir):
+            try:
+                self._open_device_step()  # again after a previous run() closed it
+                # a diverging model overflows exp(); that is detected and reported, so NumPy need not warn
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    return self._run()
+            finally:
+                self.close()
 
     def _run(self) -> TrainingFinished:
         cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write(lambda: write_run_config(self.run_dir, cfg, self.data_record), "config.json")
         self._trim_metrics()
         self.emit(RunStarted(str(self.run_dir), cfg.to_dict(), self.backend.device_name, self.dataset.source,
                              self.epoch, self.steps_per_epoch, int(self.train_x.shape[0])))
         if self.epoch >= cfg.epochs:
             self.emit_pictures()
-            return self._finish("completed", f"already trained for {self.epoch} epochs; pass a larger --epochs to go on")
+            return self._finish("completed", f"already trained for {_epochs(self.epoch)}; pass a larger --epochs to go on")
         self._warm_up()
         while self.epoch < cfg.epochs:
             result = self._train_epoch(self.epoch + 1)
             if result is not None:
                 return result
         self.emit_pictures()
-        return self._finish("completed", f"trained {self.epoch} epochs; model in {self.run_dir}")
+        return self._finish("completed", f"trained {_epochs(self.epoch)}; model in {self.run_dir}")
 
     def _warm_up(self) -> None:
         """Compile the CPU kernels (numba, on first use) before an epoch's clock starts.
@@ -303,14 +316,26 @@ class Trainer:
 
             metrics["test_bpd"] = bits_per_dim(test["test_loss"], self.model.arch.in_dim)
         # metrics first, checkpoint second: a crash in between leaves a line that resume trims
-        with open(self.run_dir / METRICS, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
+        def append():
+            with open(self.run_dir / METRICS, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+
+        self._write(append, METRICS)
+        done = self.epoch
         self.epoch = epoch
-        self.save()
+        try:
+            self.save()
+        except OSError as err:
+            self.epoch = done
+            raise CuvaeError(f"cannot write the checkpoint of epoch {epoch} in {self.run_dir}: {err.strerror or err}; "
+                             + (f"the checkpoint of epoch {done} is intact" if done else "no checkpoint was written")
+                             + "; free some space") from None
         self.emit(EpochEnded(epoch, metrics, tuple(map(float, test["kl_per_dim"])) if cfg.model == "vae" else ()))
-        if cfg.model == "vae" and test["active_units"] < max(1, cfg.latent // 2):
-            self.emit(Notice(f"only {test['active_units']} of {cfg.latent} latent units are active (posterior collapse); "
-                             f"a lower --lr (the chapter's 0.01 collapses this network; try 1e-3) or --kl-warmup may help"))
+        if (cfg.model == "vae" and test["active_units"] < max(1, cfg.latent // 2) and not self._collapse_warned
+                and self.adam.step_count >= COLLAPSE_MIN_STEPS):
+            self._collapse_warned = True
+            self.emit(Notice(f"only {test['active_units']} of {cfg.latent} latent units are active (posterior collapse) "
+                             f"after {self.adam.step_count:,} steps; {collapse_advice(cfg)}"))
         self.emit_pictures()
         return None
 
@@ -322,9 +347,18 @@ class Trainer:
             out[...] = self.backend.to_device(sample(out.shape).astype(self.dtype))
 
     def _diverged(self, epoch: int) -> TrainingFinished:
+        kept = f"the checkpoint of epoch {self.epoch} is intact" if self.epoch else "no epoch finished, so nothing was saved"
         return self._finish("diverged", f"the loss became NaN or infinite in epoch {epoch}; lower the learning rate "
-                                        f"(--lr {self.config.lr / 10:g}) or add --clip-norm 100; "
-                                        f"the checkpoint of epoch {self.epoch} is intact")
+                                        f"(--lr {self.config.lr / 10:g}) or add --clip-norm 100; {kept}")
+
+    def _write(self, write, what: str) -> None:
+        """A write into the run directory; a full or read-only disk becomes one line naming the file."""
+        try:
+            write()
+        except OSError as err:
+            raise CuvaeError(f"cannot write {self.run_dir / what}: {err.strerror or err}; "
+                             + (f"the checkpoint of epoch {self.epoch} is intact" if self.epoch else "nothing was trained yet")
+                             + "; free some space or pick a folder you can write") from None
 
     def _finish(self, reason: str, message: str) -> TrainingFinished:
         if self._device_step is not None:  # listeners may read the weights: nothing may still be writing them
@@ -337,7 +371,7 @@ class Trainer:
     def checkpoint(self) -> Checkpoint:
         b = self.backend
         return Checkpoint(self.config, b.to_host(self.params), b.to_host(self.adam.m), b.to_host(self.adam.v),
-                          self.adam.step_count, self.epoch)
+                          self.adam.step_count, self.epoch, self.data_record)
 
     def save(self) -> None:
         save_checkpoint(self.run_dir, self.checkpoint())
@@ -354,7 +388,7 @@ class Trainer:
                     keep.append(line)
             except (ValueError, KeyError, TypeError):
                 continue  # a line torn by a crash
-        path.write_text("".join(k + "\n" for k in keep))
+        self._write(lambda: path.write_text("".join(k + "\n" for k in keep)), METRICS)
 
     def emit_pictures(self) -> None:
         """Reconstructions of the first test digits and samples from the prior, as events."""
@@ -366,3 +400,24 @@ class Trainer:
         self.emit(SamplesReady("reconstructions", np.concatenate([originals, recon]), self.epoch))
         samples = evaluation.prior_samples(self.model, self.P, 16, seed=self.config.seed, shape=shape)
         self.emit(SamplesReady("samples", to_display(samples, shape), self.epoch))
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def collapse_advice(cfg) -> str:
+    """What may help against posterior collapse, for this run's settings."""
+    tips = []
+    if cfg.lr > 2e-3:
+        chapter = " (the chapter's 0.01 collapses this network)" if cfg.recipe == "chapter" and cfg.lr >= 0.01 else ""
+        tips.append(f"a lower --lr than {cfg.lr:g}{chapter}, e.g. 1e-3")
+    if cfg.beta > 1:
+        tips.append(f"a smaller --beta than {cfg.beta:g}")
+    if cfg.kl_warmup <= 0:
+        tips.append("--kl-warmup 5")
+    if cfg.likelihood == "bernoulli" and cfg.arch_type == "conv":
+        tips.append("fewer --channels (a strong decoder can ignore the latent code)")
+    if not tips:
+        return "the unused units carry no information; a smaller --latent gives the same model"
+    return "try " + " or ".join(tips)

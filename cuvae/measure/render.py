@@ -57,10 +57,23 @@ def picture_grid(kind: str, images: np.ndarray, epoch: int) -> Image.Image:
 
 def save_png(image: Image.Image, path) -> Path:
     """Write atomically (temp file + rename), so a reader never sees half a PNG."""
+    from cuvae.errors import CuvaeError
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    try:
+        image.save(tmp, format="PNG")
+        tmp.replace(path)
+    except OSError as err:  # a full or read-only disk: the previous picture stays, no half-written temp file
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        import errno
+
+        fix = "free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "make the folder writable"
+        raise CuvaeError(f"cannot write the picture {path}: {err.strerror or err}; {fix}, or write it "
+                         "elsewhere (cuvae-show --out FILE, cuvae-evaluate --no-pictures)") from None
     return path
 
 
