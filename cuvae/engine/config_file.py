@@ -95,6 +95,8 @@ def read_file(parser: argparse.ArgumentParser, path: Path) -> dict:
         raise CuvaeError(f"{path}: not valid {kind} ({err}); fix the file or print a fresh one with --print-config") from None
     if not isinstance(raw, dict):
         raise CuvaeError(f"{path}: expected a table of options (key = value), found {type(raw).__name__}")
+    if is_json:
+        raw.pop("data", None)  # a run's record of the data it used (checked on resume), not an option
     raw = _flatten(path, raw)
     keys = options(parser)
     derived = _derived_keys(keys) if is_json else set()
