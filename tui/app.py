@@ -92,6 +92,7 @@ class CuvaeApp(App):
         self.active_history: list[tuple[int, int]] = []
         self._diag_busy = False
         self._iwae = IwaeBudget()
+        self.closing = False  # set when quitting: late messages from the threads are dropped
         self.queue: list[int] = []  # latent sizes to train one after another (from the compare screen)
 
     # ---- layout -------------------------------------------------------------------------
@@ -133,14 +134,30 @@ class CuvaeApp(App):
         else:
             self.start_training(self.latent)
 
+    def on_unmount(self) -> None:
+        """However the app ends (a crash, a test leaving early), the training thread must not outlive it."""
+        self.queue.clear()
+        self.closing = True
+        with self._lock:
+            trainer = self._trainer
+        if trainer is not None:
+            trainer.stop()
+
     def on_resize(self, event=None) -> None:
+        """Pick the layout for the terminal's size (also checked on every tick: not every resize reaches the app)."""
         cls = size_class(self.size.width, self.size.height)
-        for name in ("small", "medium", "large"):
-            self.set_class(name == cls, f"-{name}")
+        if not self.has_class(f"-{cls}"):
+            for name in ("small", "medium", "large"):
+                self.set_class(name == cls, f"-{name}")
+
+    @property
+    def main(self):
+        """The main screen (queries on the app would search whichever screen is on top)."""
+        return self.screen_stack[0]
 
     @property
     def status(self) -> StatusBar:
-        return self.query_one("#status", StatusBar)
+        return self.main.query_one("#status", StatusBar)
 
     def say(self, text: str, level: str = "information") -> None:
         """One line at the bottom; the text is shown as it is (no markup: `[cuda12]` stays)."""
@@ -150,7 +167,7 @@ class CuvaeApp(App):
         prefix = {"error": "error: ", "warning": "warning: "}.get(level, "")
         line = Text(prefix, style=style)
         line.append(text)
-        self.query_one("#message", Static).update(line)
+        self.main.query_one("#message", Static).update(line)
 
     # ---- the training thread ----------------------------------------------------------------
     def start_training(self, latent: int) -> None:
@@ -163,8 +180,8 @@ class CuvaeApp(App):
         self._clear_pictures("appear after the first epoch")
         self.curves.reset([])
         self._replot()
-        self.query_one(DiagnosticsPanel).show(None, [], latent)
-        self.query_one("#metrics", Static).update("waiting for the first epoch...")
+        self.main.query_one(DiagnosticsPanel).show(None, [], latent)
+        self.main.query_one("#metrics", Static).update("waiting for the first epoch...")
         self._train_worker(latent, self.generation)
 
     @work(thread=True, group="train", exit_on_error=False)
@@ -260,7 +277,7 @@ class CuvaeApp(App):
     # ---- messages from the threads ------------------------------------------------------------
     @on(Ready)
     def handle_ready(self, msg: Ready) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         p = self.prepared = msg.prepared
         self.latent, self.epochs_total = p.latent, p.config.epochs
@@ -293,7 +310,7 @@ class CuvaeApp(App):
 
     @on(Progress)
     def handle_progress(self, msg: Progress) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         e = msg.event
         self.curves.add_step(e.epoch - 1 + e.step / e.steps_per_epoch, e.loss, e.recon, e.kl)
@@ -303,7 +320,7 @@ class CuvaeApp(App):
 
     @on(Epoch)
     def handle_epoch(self, msg: Epoch) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         m = msg.event.metrics
         self.curves.add_epoch(m)
@@ -315,26 +332,26 @@ class CuvaeApp(App):
 
     @on(Pictures)
     def handle_pictures(self, msg: Pictures) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         self.view = msg.view
-        recon = self.query_one("#recon", DigitGrid)
+        recon = self.main.query_one("#recon", DigitGrid)
         if msg.recon is not None:
             recon.set_grid(msg.recon)
         else:
             recon.set_placeholder("no test data")
-        self.query_one("#samples", DigitGrid).set_grid(msg.samples[None])
+        self.main.query_one("#samples", DigitGrid).set_grid(msg.samples[None])
         self._samples_title()
 
     @on(Diagnosed)
     def handle_diagnosed(self, msg: Diagnosed) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         d = msg.diagnosis
         if d.iwae_nll is None and self.diagnosis is not None:  # keep showing the last NLL, with its epoch
             d.iwae_nll, d.iwae_epoch = self.diagnosis.iwae_nll, self.diagnosis.iwae_epoch
         self.diagnosis = d
-        self.query_one(DiagnosticsPanel).show(d, self.active_history, self.latent)
+        self.main.query_one(DiagnosticsPanel).show(d, self.active_history, self.latent)
         if isinstance(self.screen, _diag_screen()):
             self.screen.show(d, self.active_history, self.latent)
 
@@ -344,7 +361,7 @@ class CuvaeApp(App):
 
     @on(Finished)
     def handle_finished(self, msg: Finished) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         self.finished, self._clock_running = msg.event, False
         state = {"completed": "done", "stopped": "stopped", "diverged": "diverged"}[msg.event.reason]
@@ -353,11 +370,11 @@ class CuvaeApp(App):
         if msg.event.reason == "diverged":
             self.error = msg.event.message
         if msg.event.reason != "stopped" and self.queue:
-            self.run_worker(self.switch_latent(self.queue.pop(0)), group="switch", exclusive=True)
+            self._start_next()
 
     @on(Failed)
     def handle_failed(self, msg: Failed) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         self.error, self._clock_running = msg.text, False
         self.status.set(state="error", device=self.status.fields["device"].replace("starting...", "-"),
@@ -365,10 +382,11 @@ class CuvaeApp(App):
         self.say(msg.text, "error")
         self._clear_pictures("unavailable: " + msg.text)
         if self.queue:
-            self.run_worker(self.switch_latent(self.queue.pop(0)), group="switch", exclusive=True)
+            self._start_next()
 
     # ---- drawing -------------------------------------------------------------------------------
     def _tick(self) -> None:
+        self.on_resize()
         now = time.monotonic()
         trainer = self.trainer
         if self._clock_running and not (trainer is not None and trainer.paused):
@@ -380,34 +398,34 @@ class CuvaeApp(App):
             self._replot()
 
     def _replot(self) -> None:
-        for plot in (self.query_one(LossPlot), self.query_one(PartsPlot)):
+        for plot in (self.main.query_one(LossPlot), self.main.query_one(PartsPlot)):
             if plot.display and plot.parent.display:
                 plot.replot()
 
     def _show_metrics(self, m: dict) -> None:
-        self.query_one("#metrics", Static).update(
+        self.main.query_one("#metrics", Static).update(
             f"epoch {m['epoch']}: train {m['train_loss']:.2f} · test {m['test_loss']:.2f} "
             f"= recon {m['test_recon']:.2f} + KL {m['test_kl']:.2f} · active {m['active_units']}/{self.latent}")
 
     def _clear_pictures(self, why: str) -> None:
-        for grid, what in ((self.query_one("#recon", DigitGrid), "reconstructions"),
-                           (self.query_one("#samples", DigitGrid), "samples")):
+        for grid, what in ((self.main.query_one("#recon", DigitGrid), "reconstructions"),
+                           (self.main.query_one("#samples", DigitGrid), "samples")):
             grid.set_grid(None)
             grid.set_placeholder(why if why.startswith("unavailable") else f"{what} {why}")
 
     def _draw_samples(self) -> None:
         images = self.view.samples(SAMPLES, seed=self.sample_seed, temperature=self.temperature)
-        self.query_one("#samples", DigitGrid).set_grid(images[None])
+        self.main.query_one("#samples", DigitGrid).set_grid(images[None])
         self._samples_title()
 
     def _samples_title(self) -> None:
-        self.query_one("#samples-box").border_title = f"samples · seed {self.sample_seed} · T={self.temperature:.1f}"
+        self.main.query_one("#samples-box").border_title = f"samples · seed {self.sample_seed} · T={self.temperature:.1f}"
 
     def _apply_protocol(self) -> None:
         for screen in self.screen_stack:
             for grid in screen.query(DigitGrid):
                 grid.protocol = self.protocol
-        self.query_one("#drawing", Static).update(f"digits: {pixels.LABELS[self.protocol]} (a cycles)")
+        self.main.query_one("#drawing", Static).update(f"digits: {pixels.LABELS[self.protocol]} (a cycles)")
 
     def _need_view(self, what: str) -> bool:
         if self.view is None:
@@ -447,18 +465,18 @@ class CuvaeApp(App):
         self._apply_protocol()
 
     def action_plot_view(self) -> None:
-        plot = self.query_one(LossPlot)
+        plot = self.main.query_one(LossPlot)
         view = VIEWS[(VIEWS.index(plot.view) + 1) % len(VIEWS)]
-        for p in (plot, self.query_one(PartsPlot)):
+        for p in (plot, self.main.query_one(PartsPlot)):
             p.view = view
-        self.query_one("#loss-box").border_title = f"negative ELBO (nats) · {view} view (g)"
+        self.main.query_one("#loss-box").border_title = f"negative ELBO (nats) · {view} view (g)"
         self._replot()
 
     def action_zoom(self) -> None:
         from .screens.zoom import ZoomScreen
 
         if self._need_view("zoom works"):
-            r, s = self.query_one("#recon", DigitGrid).grid, self.query_one("#samples", DigitGrid).grid
+            r, s = self.main.query_one("#recon", DigitGrid).grid, self.main.query_one("#samples", DigitGrid).grid
             self.push_screen(ZoomScreen(r, s, self.protocol))
 
     def action_diagnostics(self) -> None:
@@ -503,11 +521,17 @@ class CuvaeApp(App):
 
     def enqueue(self, latent: int) -> None:
         """Train ``latent`` after the current run (and those queued before it) ends."""
-        if latent == self.latent and self.trainer is not None or latent in self.queue:
+        idle = self.finished is not None or self.error is not None
+        if latent == self.latent and not idle or latent in self.queue:
             return
         self.queue.append(latent)
-        if self.trainer is None and not self.read_only:  # nothing training now: start at once
-            self.run_worker(self.switch_latent(self.queue.pop(0)), group="switch", exclusive=True)
+        if idle and not self.read_only:  # nothing training now: start at once
+            self._start_next()
+
+    def _start_next(self) -> None:
+        """The next queued size: from now on the app counts as busy, so a second enqueue only queues."""
+        self.finished, self.error = None, None
+        self.run_worker(self.switch_latent(self.queue.pop(0)), group="switch", exclusive=True)
 
     async def switch_latent(self, latent: int) -> None:
         self.say(f"stopping z={self.latent} (its checkpoint keeps the last complete epoch)...")
@@ -520,7 +544,7 @@ class CuvaeApp(App):
             found = screen.export_rows()
             view = type(screen).__name__.replace("Screen", "").lower()
         elif self.view is not None:
-            found = main_rows(self.query_one("#recon", DigitGrid).grid, self.query_one("#samples", DigitGrid).grid)
+            found = main_rows(self.main.query_one("#recon", DigitGrid).grid, self.main.query_one("#samples", DigitGrid).grid)
             view = "main"
         else:
             found = None
@@ -541,6 +565,7 @@ class CuvaeApp(App):
         if not self.read_only and self.trainer is not None:
             self.say("stopping after the current step; " + QUIT_NOTE)
         self.queue.clear()
+        self.closing = True
         await self.stop_training()
         self.exit(return_code=1 if self.error else 0)
 
