@@ -264,9 +264,10 @@ class CuvaeApp(App):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
             except (AttributeError, OSError):
                 pass
-            due = self._iwae.due(time.monotonic(), last_epoch=epoch >= last_epoch)
-            d = diagnose(view, x, epoch, protocol, iwae=due)
-            if due:
+            idle = self.read_only or epoch >= last_epoch or self.finished is not None
+            d = diagnose(view, x, epoch, protocol,
+                         iwae=lambda cheap: self._iwae.due(time.monotonic(), idle=idle, surgery_seconds=cheap))
+            if d.iwae_nll is not None:
                 self._iwae.record(time.monotonic(), d.seconds["iwae"])
             self.post_message(Diagnosed(d, gen))
         except Exception as err:  # noqa: BLE001 - diagnostics never stop training

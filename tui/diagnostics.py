@@ -52,8 +52,12 @@ def per_dim_kl(means: np.ndarray, logvars: np.ndarray) -> np.ndarray:
     return (0.5 * (means ** 2 + np.exp(logvars) - 1.0 - logvars)).mean(0)
 
 
-def diagnose(view, x: np.ndarray, epoch: int, protocol: str, iwae: bool, seed: int = 0) -> Diagnosis:
-    """The panel's numbers for the model of ``view`` (a session.ViewModel) on the rows of x."""
+def diagnose(view, x: np.ndarray, epoch: int, protocol: str, iwae, seed: int = 0) -> Diagnosis:
+    """The panel's numbers for the model of ``view`` (a session.ViewModel) on the rows of x.
+
+    ``iwae``: a bool, or a callable given the seconds the cheap part took that says whether the
+    IWAE runs this time.
+    """
     from cuvae.measure.analysis import elbo_surgery, encode_gaussians
     from cuvae.measure.evaluation import ACTIVE_THRESHOLD, iwae_nll
 
@@ -65,21 +69,32 @@ def diagnose(view, x: np.ndarray, epoch: int, protocol: str, iwae: bool, seed: i
     d = Diagnosis(epoch, per_dim_kl(means, logvars), variances, variances > ACTIVE_THRESHOLD, surgery["mutual_info"],
                   surgery["marginal_kl"], surgery["avg_kl"], surgery["mi_bound"], surgery["examples"], protocol,
                   seconds={"surgery": t1 - t0})
-    if iwae:
+    if iwae(t1 - t0) if callable(iwae) else iwae:
         d.iwae_nll, d.iwae_epoch = iwae_nll(view.model, view.P, x, k=IWAE_K, seed=seed), epoch
         d.seconds["iwae"] = time.perf_counter() - t1
     return d
 
 
+IWAE_PER_SURGERY = 50  # before the first IWAE, its cost is guessed as this many surgery passes
+
+
 class IwaeBudget:
-    """Decides when the next IWAE runs: whenever its own cost stays under IWAE_SHARE of the time."""
+    """Decides when the next IWAE runs: whenever its own cost stays under IWAE_SHARE of the time.
+
+    Until one has run, its cost is guessed from the cheap part's time, counted from the first call,
+    so a resumed run does not start with seconds of IWAE beside its first epoch.
+    """
 
     def __init__(self, share: float = IWAE_SHARE) -> None:
         self.share, self.last_end, self.cost = share, None, None
 
-    def due(self, now: float, last_epoch: bool = False) -> bool:
-        if self.cost is None or last_epoch:
+    def due(self, now: float, idle: bool = False, surgery_seconds: float = 0.0) -> bool:
+        if idle:  # training is over (or never ran): nothing to slow down
             return True
+        if self.cost is None:
+            if self.last_end is None:
+                self.last_end = now
+            return now - self.last_end >= IWAE_PER_SURGERY * surgery_seconds / self.share
         return now - self.last_end >= self.cost / self.share
 
     def record(self, end: float, cost: float) -> None:
