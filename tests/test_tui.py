@@ -76,7 +76,7 @@ async def test_trains_samples_pauses_and_quits(tmp_path):
         await pilot.press("a")
         assert {g.mode for g in app.query(DigitGrid)} == {"ascii"}
         await pilot.press("a")
-        assert {g.mode for g in app.query(DigitGrid)} == {"hifi"}
+        assert {g.mode for g in app.query(DigitGrid)} == {"halfblock"}
 
         await pilot.press("plus")
         assert app.temperature == pytest.approx(1.1)
@@ -93,7 +93,7 @@ async def test_trains_samples_pauses_and_quits(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.prepared is not None, what="the resumed run")
         assert app.prepared.resumed_epoch == len(lines)
-        assert app.view is not None  # pictures at once, from the checkpoint
+        await wait_for(pilot, lambda: app.view is not None, timeout=10, what="pictures from the checkpoint")
         await pilot.press("q")
 
 
@@ -115,7 +115,8 @@ async def test_latent_switch_starts_a_new_run_and_switching_back_resumes(tmp_pat
         assert any("trained 1 epochs" in note for z, note in app.screen.choices if z == 8)
         await pilot.press("up", "enter")  # the list starts on the current z=20; one up is z=8
         await wait_for(pilot, lambda: app.prepared is not None and app.prepared.latent == 8, what="back to z=8")
-        assert app.prepared.resumed_epoch == 1 and app.view is not None  # shown at once
+        assert app.prepared.resumed_epoch == 1
+        await wait_for(pilot, lambda: app.view is not None, timeout=10, what="pictures from the checkpoint")
         await pilot.press("q")
 
 
@@ -163,8 +164,8 @@ async def test_open_is_read_only_and_has_the_views(tmp_path):
         await pilot.press("escape")
         await pilot.press("e")
         await pilot.press("q")
-    exported = sorted(p.name for p in tmp_path.glob("cuvae-z2-epoch2-*.png"))
-    assert exported == ["cuvae-z2-epoch2-interpolation.png", "cuvae-z2-epoch2-main.png"]
+    exported = sorted(p.name for p in run.glob("cuvae-z2-epoch2-*.png"))  # into the run directory
+    assert exported == ["cuvae-z2-epoch2-interpolation-T1.0.png", "cuvae-z2-epoch2-main-T1.0.png"]
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epoch"] == 2  # untouched
 
 

@@ -51,37 +51,45 @@ def test_unknown_mode_is_refused():
         digits.digit_lines(np.zeros((28, 28)), 28, "braille")
 
 
-@pytest.mark.parametrize("rows,cols,width,height", [(2, 8, 36, 9), (1, 16, 36, 9), (2, 8, 120, 40), (1, 16, 200, 60)])
-def test_fit_stays_inside_the_box(rows, cols, width, height):
-    f = digits.fit(rows, cols, width, height)
-    assert f.per_band * (f.px + 1) - 1 <= width
-    used = f.bands * rows * math.ceil(f.px / 2) + (f.bands - 1)
-    assert used <= height
-    if f.complete:
-        assert f.per_band * f.bands >= cols
+def test_a_digit_keeps_its_true_resolution():
+    """28x28 pixels are 28 columns by 14 rows: nothing is averaged away."""
+    img = np.random.default_rng(2).random((28, 28)).astype(np.float32)
+    lines = digits.halfblock_lines(img, 28)
+    assert len(lines) == 14 and all(len(t.plain) == 28 for t in lines)
+    top = lines[3].spans[5].style.color.triplet[0]
+    assert top == int(np.clip(img[6, 5] * 255 + 0.5, 0, 255))
 
 
-def test_fit_prefers_the_largest_size_that_shows_everything():
-    assert digits.fit(1, 2, 57, 14) == digits.Fit(28, 2, 1, True)
-    f = digits.fit(1, 2, 56, 14)  # one column short of two 28-px digits side by side
-    assert f.px < 28 and f.complete
+@pytest.mark.parametrize("width,height,size,per_line,lines", [
+    (57, 20, 2, 1, 1),  # 80x24's digit panel: one test digit beside its reconstruction
+    (56, 20, 2, 0, 1),  # one column short: nothing, rather than a shrunken blob
+    (118, 40, 2, 2, 2),  # 200x60: two pairs a line, two lines
+    (118, 14, 1, 4, 1),  # four samples
+])
+def test_flow_fits_whole_digits_only(width, height, size, per_line, lines):
+    f = digits.flow(size, 8, width, height, 28)
+    assert (f.per_line, f.lines if per_line else 1) == (per_line, lines)
+    assert f.shown == min(8, per_line * lines)
 
 
-def test_fit_leaves_out_what_cannot_fit():
-    f = digits.fit(2, 8, 10, 4)  # not even one band of two 7-px rows (8 lines) fits
-    assert not f.complete and f.bands == 0
-
-
-@pytest.mark.parametrize("mode", digits.MODES)
-def test_render_grid_dimensions(mode):
+@pytest.mark.parametrize("mode", ["halfblock", "ascii"])
+def test_render_flow_dimensions(mode):
     grid = np.random.default_rng(1).random((2, 8, 28, 28)).astype(np.float32)
-    text, f = digits.render_grid(grid, 40, 20, mode)
+    text, f = digits.render_flow(grid, 120, 40, mode)
     lines = text.plain.split("\n")
-    assert len(lines) <= 20 and max(len(s) for s in lines) <= 40
-    assert len(lines) == f.bands * 2 * math.ceil(f.px / 2) + f.bands - 1
+    assert f.shown == 4 and len(lines) == 2 * 14 + 1  # two lines of two pairs, one blank row between
+    assert max(len(s) for s in lines) == 2 * 57 + 3
 
 
-def test_when_not_all_fit_a_few_are_shown_large():
-    f = digits.fit(2, 8, 58, 16)
-    assert not f.complete and f.per_band * f.bands >= digits.MIN_SHOWN
-    assert f.px > digits.MIN_PX
+def test_zoom_scales_each_pixel_to_a_block():
+    img = np.eye(2, dtype=np.float32)
+    big = digits.scaled(img, 3)
+    assert big.shape == (6, 6) and big[:3, :3].min() == 1.0 and big[:3, 3:].max() == 0.0
+
+
+def test_picture_matches_the_text_layout():
+    grid = np.random.default_rng(3).random((2, 8, 28, 28)).astype(np.float32)
+    f = digits.flow(2, 8, 120, 40, 28)
+    pic = digits.flow_picture(grid, f)
+    assert pic.size == (2 * 57 + 3, 2 * 28 + 2)  # one pixel per column, two per text row
+    assert abs(np.asarray(pic)[0, 0] - grid[0, 0, 0, 0] * 255) <= 1

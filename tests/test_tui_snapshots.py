@@ -1,4 +1,4 @@
-"""Snapshot tests (pytest-textual-snapshot) of the main and help screens at 80x24 and 120x40.
+"""Snapshot tests (pytest-textual-snapshot) of the main screen at 80x24, 120x40 and 200x60, and the help screen.
 
 Deterministic: a finished tiny run is opened read-only (--open), so nothing moves; its
 timing fields (seconds, examples/s) are set to fixed values, since they differ per run.
@@ -52,6 +52,10 @@ async def ready(pilot) -> None:
             break
         await pilot.pause(0.05)
     assert app.view is not None
+    for _ in range(400):  # the diagnostics (IWAE included) come from a worker
+        if app.diagnosis is not None and app.diagnosis.iwae_nll is not None:
+            break
+        await pilot.pause(0.05)
     await app.workers.wait_for_complete()
     await pilot.pause(0.2)
 
@@ -64,7 +68,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.delenv("CUVAE_DATA_DIR", raising=False)
 
 
-@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 60)], ids=["80x24", "120x40", "200x60"])
 def test_main_screen(snap_compare, finished_run, offline, size):
     assert snap_compare(make(finished_run), terminal_size=size, run_before=ready)
 

@@ -38,9 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve:
         return serve(argv, args.host, args.port)
+    from . import pixels
+
+    # ask the terminal before Textual owns stdin (a forced protocol needs the cell size measured too)
+    detected = pixels.detect() if args.pixels in ("auto", *pixels.PROTOCOLS) and not args.ascii else None
     from .app import app_from_args
 
-    app = app_from_args(args)
+    app = app_from_args(args, detected)
     app.run()
     return app.return_code or 0
 

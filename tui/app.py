@@ -1,13 +1,14 @@
-"""The cuvae terminal UI: watch a VAE learn, switch its latent size, sample digits.
+"""The cuvae terminal UI: watch a VAE learn, switch its latent size, read its digits and diagnostics.
 
-The app talks to the engine only through the trainer's events (wrapped into the
-messages of :mod:`cuvae_tui.messages` by a listener running in the training
-thread) and its commands (stop, pause, unpause). Pictures come from a separate
-CPU model over a host copy of the parameters (:class:`~cuvae_tui.session.ViewModel`).
+The app composes the panels, routes keys and turns engine events into messages. It talks to the
+engine only through the trainer's events (wrapped by a listener running in the training thread) and
+commands (stop, pause, unpause). Pictures and diagnostics come from workers over host copies of the
+parameters (:class:`~cuvae_tui.session.ViewModel`), so the UI thread only draws.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -22,16 +23,27 @@ from textual.widgets import Footer, Static
 from cuvae.errors import CuvaeError
 from cuvae.engine.events import EpochEnded, Notice, RunStarted, StepMetrics, TrainingFinished
 
-from .export import export_png
-from .messages import Epoch, Failed, Finished, Info, Progress, Ready, Started
+from . import pixels
+from .diagnostics import SUBSET, IwaeBudget, data_protocol, diagnose
+from .export import export_png, main_rows
+from .messages import Diagnosed, Epoch, Failed, Finished, Info, Pictures, Progress, Ready, Started
 from .screens.help import QUIT_NOTE
-from .session import PRESET_LATENTS, Session, ViewModel, open_run, trained_epochs
+from .session import Session, ViewModel, latent_choices, open_run
+from .widgets.diagnostics_panel import DiagnosticsPanel
 from .widgets.digit_grid import DigitGrid
-from .widgets.loss_plot import LossPlot
+from .widgets.loss_plot import LOSS_LEGEND, PARTS_LEGEND, VIEWS, Curves, LossPlot, PartsPlot
 from .widgets.status_bar import StatusBar, format_elapsed
 
-REDRAW_HZ = 10  # status line and elapsed time
-PLOT_HZ = 1  # the loss plot: plotext redraws cost a few ms, taken from the training thread's cores
+REDRAW_HZ = 10  # status line and elapsed time: at most 10 redraws a second
+PLOT_HZ = 1  # the plots: plotext redraws cost a few ms, taken from the training thread's cores
+RECON, SAMPLES = 8, 16
+
+
+def size_class(width: int, height: int) -> str:
+    """The layout for a terminal size: small (80x24), medium (120x40) or large (200x60)."""
+    if width < 110 or height < 34:
+        return "small"
+    return "large" if width >= 170 and height >= 50 else "medium"
 
 
 class CuvaeApp(App):
@@ -41,8 +53,12 @@ class CuvaeApp(App):
     BINDINGS = [
         Binding("space", "toggle_pause", "pause", id="pause"),
         Binding("s", "samples", "sample", id="samples"),
+        Binding("z", "zoom", "zoom", id="zoom"),
+        Binding("a", "cycle_drawing", "drawing", id="drawing"),
+        Binding("g", "plot_view", "fit/log/recent", id="plot-view"),
+        Binding("d", "diagnostics", "diag", id="diagnostics"),
         Binding("l", "choose_latent", "latent", id="latent"),
-        Binding("a", "toggle_ascii", "ascii", id="ascii"),
+        Binding("c", "compare", "compare", id="compare"),
         Binding("i", "interpolation", "interp", id="interpolation"),
         Binding("m", "latent_map", "map", id="latent-map"),
         Binding("e", "export", "png", id="export"),
@@ -53,11 +69,11 @@ class CuvaeApp(App):
     ]
 
     def __init__(self, session: Session | None = None, latent: int = 8, open_dir: Path | None = None,
-                 data_dir: Path | None = None, digit_mode: str = "hifi") -> None:
+                 data_dir: Path | None = None, protocol: str = "halfblock", note: str | None = None) -> None:
         super().__init__()
         self.session, self.latent, self.open_dir, self.data_dir = session, latent, open_dir, data_dir
         self.read_only = open_dir is not None
-        self.digit_mode = digit_mode
+        self.protocol, self.modes, self.pixels_note = protocol, pixels.cycle(protocol), note
         self.generation = 0
         self._lock = threading.Lock()
         self._trainer = None
@@ -66,57 +82,106 @@ class CuvaeApp(App):
         self.view: ViewModel | None = None
         self.sample_seed, self.temperature = 0, 1.0
         self.epochs_total = 0
+        self.elapsed_by_latent: dict[int, float] = {}
         self.elapsed, self._clock_running, self._last_tick = 0.0, False, time.monotonic()
+        self.curves = Curves()
         self._plot_dirty, self._last_plot = False, 0.0
         self.finished: TrainingFinished | None = None
         self.error: str | None = None
+        self.diagnosis = None
+        self.active_history: list[tuple[int, int]] = []
+        self._diag_busy = False
+        self._iwae = IwaeBudget()
+        self.closing = False  # set when quitting: late messages from the threads are dropped
+        self.queue: list[int] = []  # latent sizes to train one after another (from the compare screen)
 
     # ---- layout -------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         with Horizontal(id="main"):
-            with Vertical(id="left") as left:
-                left.border_title = "loss"
-                yield LossPlot(id="plot")
+            with Vertical(id="left"):
+                with Vertical(id="loss-box") as box:
+                    box.border_title, box.border_subtitle = "negative ELBO (nats)", LOSS_LEGEND
+                    yield LossPlot(self.curves, id="plot")
+                with Vertical(id="parts-box") as box:
+                    box.border_title, box.border_subtitle = "reconstruction and KL (nats)", PARTS_LEGEND
+                    yield PartsPlot(self.curves, id="parts")
+                with Vertical(id="diag-box") as box:
+                    box.border_title = "latent diagnostics (d: full screen)"
+                    yield DiagnosticsPanel(id="diag")
                 yield Static("waiting for the first epoch...", id="metrics")
             with Vertical(id="right"):
                 with Vertical(id="recon-box") as box:
-                    box.border_title = "test digits / reconstructions"
+                    box.border_title = "test digit | reconstruction"
                     yield DigitGrid("reconstructions appear after the first epoch", id="recon")
                 with Vertical(id="samples-box") as box:
                     box.border_title = "samples"
                     yield DigitGrid("samples appear after the first epoch", id="samples")
-        yield Static("", id="message")
+        with Horizontal(id="bottom"):
+            yield Static("", id="message", markup=False)
+            yield Static("", id="drawing", markup=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        for grid in self.query(DigitGrid):
-            grid.mode = self.digit_mode
+        self._apply_protocol()
+        self.on_resize()
         self.status.set(latent=self.latent, state="read-only" if self.read_only else "starting")
         self.set_interval(1 / REDRAW_HZ, self._tick)
+        if self.pixels_note:
+            self.say(self.pixels_note, "warning")
         if self.read_only:
             self._open_worker(self.open_dir)
         else:
             self.start_training(self.latent)
 
+    def on_unmount(self) -> None:
+        """However the app ends (a crash, a test leaving early), the training thread must not outlive it."""
+        self.queue.clear()
+        self.closing = True
+        with self._lock:
+            trainer = self._trainer
+        if trainer is not None:
+            trainer.stop()
+
+    def on_resize(self, event=None) -> None:
+        """Pick the layout for the terminal's size (also checked on every tick: not every resize reaches the app)."""
+        cls = size_class(self.size.width, self.size.height)
+        if not self.has_class(f"-{cls}"):
+            for name in ("small", "medium", "large"):
+                self.set_class(name == cls, f"-{name}")
+
+    @property
+    def main(self):
+        """The main screen (queries on the app would search whichever screen is on top)."""
+        return self.screen_stack[0]
+
     @property
     def status(self) -> StatusBar:
-        return self.query_one("#status", StatusBar)
+        return self.main.query_one("#status", StatusBar)
 
     def say(self, text: str, level: str = "information") -> None:
+        """One line at the bottom; the text is shown as it is (no markup: `[cuda12]` stays)."""
+        from rich.text import Text
+
         style = {"error": "bold red", "warning": "yellow"}.get(level, "")
         prefix = {"error": "error: ", "warning": "warning: "}.get(level, "")
-        self.query_one("#message", Static).update(f"[{style}]{prefix}[/]{text}" if style else text)
+        line = Text(prefix, style=style)
+        line.append(text)
+        self.main.query_one("#message", Static).update(line)
 
     # ---- the training thread ----------------------------------------------------------------
     def start_training(self, latent: int) -> None:
+        self.elapsed_by_latent[self.latent] = self.elapsed
         self.generation += 1
         self.latent, self.view, self.finished, self.error = latent, None, None, None
-        self.elapsed, self._clock_running = 0.0, False
-        self.status.set(latent=latent, epoch="-", rate="-", state="loading")
+        self.elapsed, self._clock_running = self.elapsed_by_latent.get(latent, 0.0), False
+        self.diagnosis, self.active_history, self._iwae = None, [], IwaeBudget()
+        self.status.set(latent=latent, epoch="-", rate="-", state="loading", elapsed=format_elapsed(self.elapsed))
         self._clear_pictures("appear after the first epoch")
-        self.query_one(LossPlot).reset([])
-        self.query_one("#metrics", Static).update("waiting for the first epoch...")
+        self.curves.reset([])
+        self._replot()
+        self.main.query_one(DiagnosticsPanel).show(None, [], latent)
+        self.main.query_one("#metrics", Static).update("waiting for the first epoch...")
         self._train_worker(latent, self.generation)
 
     @work(thread=True, group="train", exit_on_error=False)
@@ -181,10 +246,40 @@ class CuvaeApp(App):
                 except Exception:  # noqa: BLE001 - a failed worker already reported itself
                     pass
 
-    # ---- messages from the thread ------------------------------------------------------------
+    # ---- workers for pictures and diagnostics ---------------------------------------------------
+    @work(thread=True, group="pictures", exclusive=True, exit_on_error=False)
+    def _pictures_worker(self, params: np.ndarray, gen: int, epoch: int) -> None:
+        p = self.prepared
+        view = ViewModel(p.config, params, p.test_x, p.test_y, p.shape)
+        recon = np.stack(view.reconstructions(RECON)) if view.has_data else None
+        samples = view.samples(SAMPLES, seed=self.sample_seed, temperature=self.temperature)
+        self.post_message(Pictures(view, recon, samples, gen))
+        if view.has_data and p.config.model == "vae" and not self._diag_busy:
+            self._diag_busy = True
+            self._diagnostics_worker(view, gen, epoch, p.eval_x, data_protocol(p.config), p.config.epochs)
+
+    @work(thread=True, group="diagnostics", exit_on_error=False)
+    def _diagnostics_worker(self, view, gen, epoch, x, protocol, last_epoch) -> None:
+        try:
+            try:  # a background job: let the training thread have the cores first
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            except (AttributeError, OSError):
+                pass
+            idle = self.read_only or epoch >= last_epoch or self.finished is not None
+            d = diagnose(view, x, epoch, protocol,
+                         iwae=lambda cheap: self._iwae.due(time.monotonic(), idle=idle, surgery_seconds=cheap))
+            if d.iwae_nll is not None:
+                self._iwae.record(time.monotonic(), d.seconds["iwae"])
+            self.post_message(Diagnosed(d, gen))
+        except Exception as err:  # noqa: BLE001 - diagnostics never stop training
+            self.post_message(Info(f"diagnostics failed: {type(err).__name__}: {err}", "warning"))
+        finally:
+            self._diag_busy = False
+
+    # ---- messages from the threads ------------------------------------------------------------
     @on(Ready)
     def handle_ready(self, msg: Ready) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         p = self.prepared = msg.prepared
         self.latent, self.epochs_total = p.latent, p.config.epochs
@@ -197,13 +292,17 @@ class CuvaeApp(App):
             self.status.set(elapsed=format_elapsed(self.elapsed), state="read-only")
             self.say(f"read-only: {p.run_dir.name} · {p.config.arch.describe()} · {p.resumed_epoch} epochs")
         else:
-            self.status.set(state="training")
+            if not self.elapsed:
+                self.elapsed = sum(m.get("seconds", 0.0) for m in p.history)
+            self.status.set(state="training", elapsed=format_elapsed(self.elapsed))
             self.say(f"run {p.run_dir} · {p.config.arch.describe()} · {p.data_source}")
-        self.query_one(LossPlot).reset(p.history)
+        self.curves.reset(p.history)
+        self._replot()
+        self.active_history = [(m["epoch"], m["active_units"]) for m in p.history if "active_units" in m]
         if last:
             self._show_metrics(last)
         if p.params is not None:
-            self._new_view(p.params)
+            self._pictures_worker(p.params, self.generation, p.resumed_epoch)
 
     @on(Started)
     def handle_started(self, msg: Started) -> None:
@@ -213,24 +312,50 @@ class CuvaeApp(App):
 
     @on(Progress)
     def handle_progress(self, msg: Progress) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         e = msg.event
-        self.query_one(LossPlot).add_step(e.epoch - 1 + e.step / e.steps_per_epoch, e.loss)
+        self.curves.add_step(e.epoch - 1 + e.step / e.steps_per_epoch, e.loss, e.recon, e.kl)
         self._plot_dirty = True
         self.status.set(epoch=f"{e.epoch}/{self.epochs_total} {100 * e.step // e.steps_per_epoch}%",
                         rate=f"{e.examples_per_s:,.0f} ex/s")
 
     @on(Epoch)
     def handle_epoch(self, msg: Epoch) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         m = msg.event.metrics
-        self.query_one(LossPlot).add_epoch(m)
+        self.curves.add_epoch(m)
         self._plot_dirty = True
+        self.active_history = [h for h in self.active_history if h[0] < m["epoch"]] + [(m["epoch"], m["active_units"])]
         self._show_metrics(m)
         self.status.set(epoch=f"{m['epoch']}/{self.epochs_total}", rate=f"{m['examples_per_s']:,.0f} ex/s")
-        self._new_view(msg.params)
+        self._pictures_worker(msg.params, msg.generation, m["epoch"])
+
+    @on(Pictures)
+    def handle_pictures(self, msg: Pictures) -> None:
+        if msg.generation != self.generation or self.closing:
+            return
+        self.view = msg.view
+        recon = self.main.query_one("#recon", DigitGrid)
+        if msg.recon is not None:
+            recon.set_grid(msg.recon)
+        else:
+            recon.set_placeholder("no test data")
+        self.main.query_one("#samples", DigitGrid).set_grid(msg.samples[None])
+        self._samples_title()
+
+    @on(Diagnosed)
+    def handle_diagnosed(self, msg: Diagnosed) -> None:
+        if msg.generation != self.generation or self.closing:
+            return
+        d = msg.diagnosis
+        if d.iwae_nll is None and self.diagnosis is not None:  # keep showing the last NLL, with its epoch
+            d.iwae_nll, d.iwae_epoch = self.diagnosis.iwae_nll, self.diagnosis.iwae_epoch
+        self.diagnosis = d
+        self.main.query_one(DiagnosticsPanel).show(d, self.active_history, self.latent)
+        if isinstance(self.screen, _diag_screen()):
+            self.screen.show(d, self.active_history, self.latent)
 
     @on(Info)
     def handle_info(self, msg: Info) -> None:
@@ -238,25 +363,32 @@ class CuvaeApp(App):
 
     @on(Finished)
     def handle_finished(self, msg: Finished) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         self.finished, self._clock_running = msg.event, False
         state = {"completed": "done", "stopped": "stopped", "diverged": "diverged"}[msg.event.reason]
         self.status.set(state=state)
         self.say(msg.event.message, "error" if msg.event.reason == "diverged" else "information")
+        if msg.event.reason == "diverged":
+            self.error = msg.event.message
+        if msg.event.reason != "stopped" and self.queue:
+            self._start_next()
 
     @on(Failed)
     def handle_failed(self, msg: Failed) -> None:
-        if msg.generation != self.generation:
+        if msg.generation != self.generation or self.closing:
             return
         self.error, self._clock_running = msg.text, False
         self.status.set(state="error", device=self.status.fields["device"].replace("starting...", "-"),
                         data=self.status.fields["data"].replace("loading data...", "-"))
         self.say(msg.text, "error")
         self._clear_pictures("unavailable: " + msg.text)
+        if self.queue:
+            self._start_next()
 
     # ---- drawing -------------------------------------------------------------------------------
     def _tick(self) -> None:
+        self.on_resize()
         now = time.monotonic()
         trainer = self.trainer
         if self._clock_running and not (trainer is not None and trainer.paused):
@@ -265,33 +397,37 @@ class CuvaeApp(App):
         self._last_tick = now
         if self._plot_dirty and now - self._last_plot >= 1 / PLOT_HZ:
             self._plot_dirty, self._last_plot = False, now
-            self.query_one(LossPlot).replot()
+            self._replot()
+
+    def _replot(self) -> None:
+        for plot in (self.main.query_one(LossPlot), self.main.query_one(PartsPlot)):
+            if plot.display and plot.parent.display:
+                plot.replot()
 
     def _show_metrics(self, m: dict) -> None:
-        self.query_one("#metrics", Static).update(
+        self.main.query_one("#metrics", Static).update(
             f"epoch {m['epoch']}: train {m['train_loss']:.2f} · test {m['test_loss']:.2f} "
             f"= recon {m['test_recon']:.2f} + KL {m['test_kl']:.2f} · active {m['active_units']}/{self.latent}")
 
     def _clear_pictures(self, why: str) -> None:
-        for grid, what in ((self.query_one("#recon", DigitGrid), "reconstructions"),
-                           (self.query_one("#samples", DigitGrid), "samples")):
+        for grid, what in ((self.main.query_one("#recon", DigitGrid), "reconstructions"),
+                           (self.main.query_one("#samples", DigitGrid), "samples")):
             grid.set_grid(None)
             grid.set_placeholder(why if why.startswith("unavailable") else f"{what} {why}")
 
-    def _new_view(self, params: np.ndarray) -> None:
-        p = self.prepared
-        self.view = ViewModel(p.config, params, p.test_x, p.test_y, p.shape)
-        if self.view.has_data:
-            orig, recon = self.view.reconstructions(8)
-            self.query_one("#recon", DigitGrid).set_grid(np.stack([orig, recon]))
-        else:
-            self.query_one("#recon", DigitGrid).set_placeholder("no test data")
-        self._draw_samples()
-
     def _draw_samples(self) -> None:
-        images = self.view.samples(16, seed=self.sample_seed, temperature=self.temperature)
-        self.query_one("#samples", DigitGrid).set_grid(images[None])
-        self.query_one("#samples-box").border_title = f"samples · seed {self.sample_seed} · T={self.temperature:.1f}"
+        images = self.view.samples(SAMPLES, seed=self.sample_seed, temperature=self.temperature)
+        self.main.query_one("#samples", DigitGrid).set_grid(images[None])
+        self._samples_title()
+
+    def _samples_title(self) -> None:
+        self.main.query_one("#samples-box").border_title = f"samples · seed {self.sample_seed} · T={self.temperature:.1f}"
+
+    def _apply_protocol(self) -> None:
+        for screen in self.screen_stack:
+            for grid in screen.query(DigitGrid):
+                grid.protocol = self.protocol
+        self.main.query_one("#drawing", Static).update(f"digits: {pixels.LABELS[self.protocol]} (a cycles)")
 
     def _need_view(self, what: str) -> bool:
         if self.view is None:
@@ -325,28 +461,52 @@ class CuvaeApp(App):
         if self.view is not None:
             self._draw_samples()
 
-    def action_toggle_ascii(self) -> None:
-        self.digit_mode = "ascii" if self.digit_mode == "hifi" else "hifi"
-        for screen in self.screen_stack:
-            for grid in screen.query(DigitGrid):
-                grid.mode = self.digit_mode
+    def action_cycle_drawing(self) -> None:
+        self.protocol = self.modes[(self.modes.index(self.protocol) + 1) % len(self.modes)] \
+            if self.protocol in self.modes else self.modes[0]
+        self._apply_protocol()
+
+    def action_plot_view(self) -> None:
+        plot = self.main.query_one(LossPlot)
+        view = VIEWS[(VIEWS.index(plot.view) + 1) % len(VIEWS)]
+        for p in (plot, self.main.query_one(PartsPlot)):
+            p.view = view
+        self.main.query_one("#loss-box").border_title = f"negative ELBO (nats) · {view} view (g)"
+        self._replot()
+
+    def action_zoom(self) -> None:
+        from .screens.zoom import ZoomScreen
+
+        if self._need_view("zoom works"):
+            r, s = self.main.query_one("#recon", DigitGrid).grid, self.main.query_one("#samples", DigitGrid).grid
+            self.push_screen(ZoomScreen(r, s, self.protocol))
+
+    def action_diagnostics(self) -> None:
+        self.push_screen(_diag_screen()(self.diagnosis, self.active_history, self.latent))
 
     def action_interpolation(self) -> None:
         from .screens.interpolation import InterpolationScreen
 
         if self._need_view("the interpolation view opens"):
-            self.push_screen(InterpolationScreen(self.view, self.digit_mode, seed=self.sample_seed))
+            self.push_screen(InterpolationScreen(self.view, self.protocol, seed=self.sample_seed))
 
     def action_latent_map(self) -> None:
         from .screens.latent_map import LatentMapScreen
 
         if self._need_view("the latent map opens"):
-            self.push_screen(LatentMapScreen(self.view, self.digit_mode))
+            dataset = self.prepared.config.dataset if self.prepared else "mnist"
+            self.push_screen(LatentMapScreen(self.view, self.protocol, dataset))
 
     def action_help(self) -> None:
         from .screens.help import KEYS, HelpScreen
 
         self.push_screen(HelpScreen(KEYS))
+
+    def action_compare(self) -> None:
+        from .screens.compare import CompareScreen
+
+        runs = self.session.runs if self.session else self.open_dir.parent
+        self.push_screen(CompareScreen(runs, self.session, self.data_dir, self.protocol))
 
     def action_choose_latent(self) -> None:
         from .screens.latent import LatentScreen
@@ -354,18 +514,26 @@ class CuvaeApp(App):
         if self.read_only:
             self.notify("read-only (--open): start cuvae-tui without --open to train other sizes", severity="warning")
             return
-        sizes = sorted(set(PRESET_LATENTS) | {self.latent})
-        choices = []
-        for z in sizes:
-            done = trained_epochs(self.session.run_dir(z))
-            note = "(current)" if z == self.latent else f"trained {done} epochs" if done else "new: starts training"
-            choices.append((z, note))
 
         def chosen(latent: int | None) -> None:
             if latent is not None and latent != self.latent:
                 self.run_worker(self.switch_latent(latent), group="switch", exclusive=True)
 
-        self.push_screen(LatentScreen(choices, self.latent), chosen)
+        self.push_screen(LatentScreen(latent_choices(self.session, self.latent), self.latent), chosen)
+
+    def enqueue(self, latent: int) -> None:
+        """Train ``latent`` after the current run (and those queued before it) ends."""
+        idle = self.finished is not None or self.error is not None
+        if latent == self.latent and not idle or latent in self.queue:
+            return
+        self.queue.append(latent)
+        if idle and not self.read_only:  # nothing training now: start at once
+            self._start_next()
+
+    def _start_next(self) -> None:
+        """The next queued size: from now on the app counts as busy, so a second enqueue only queues."""
+        self.finished, self.error = None, None
+        self.run_worker(self.switch_latent(self.queue.pop(0)), group="switch", exclusive=True)
 
     async def switch_latent(self, latent: int) -> None:
         self.say(f"stopping z={self.latent} (its checkpoint keeps the last complete epoch)...")
@@ -378,11 +546,7 @@ class CuvaeApp(App):
             found = screen.export_rows()
             view = type(screen).__name__.replace("Screen", "").lower()
         elif self.view is not None:
-            r = self.query_one("#recon", DigitGrid).grid
-            rows = [] if r is None else list(r)
-            s = self.query_one("#samples", DigitGrid).grid
-            rows += [s[0][:8], s[0][8:16]] if s is not None else []
-            found = (rows, ["data", "recon", "samples", ""][: len(rows)], "reconstructions and samples")
+            found = main_rows(self.main.query_one("#recon", DigitGrid).grid, self.main.query_one("#samples", DigitGrid).grid)
             view = "main"
         else:
             found = None
@@ -390,19 +554,28 @@ class CuvaeApp(App):
             self.notify("nothing to export yet: wait for the first epoch", severity="warning")
             return
         rows, labels, title = found
-        epoch = self.prepared.resumed_epoch if self.read_only else (self.query_one(LossPlot).epochs or [{"epoch": 0}])[-1]["epoch"]
+        epoch = self.prepared.resumed_epoch if self.read_only else (self.curves.epochs or [{"epoch": 0}])[-1]["epoch"]
         try:
-            path = export_png(rows, labels, title, self.latent, epoch, view)
+            path = export_png(rows, labels, title, self.latent, epoch, view, self.prepared.run_dir,
+                              temperature=self.temperature, seed=self.sample_seed)
         except OSError as err:
-            self.notify(f"could not write the PNG: {err.strerror}; run cuvae-tui from a writable folder", severity="error")
+            self.notify(f"could not write the PNG into {self.prepared.run_dir}: {err.strerror}", severity="error")
             return
         self.notify(f"saved {path}")
 
     async def action_quit(self) -> None:
         if not self.read_only and self.trainer is not None:
             self.say("stopping after the current step; " + QUIT_NOTE)
+        self.queue.clear()
+        self.closing = True
         await self.stop_training()
-        self.exit()
+        self.exit(return_code=1 if self.error else 0)
+
+
+def _diag_screen():
+    from .screens.diagnostics import DiagnosticsScreen
+
+    return DiagnosticsScreen
 
 
 def make_app(argv: list[str] | None = None) -> CuvaeApp:
@@ -412,9 +585,11 @@ def make_app(argv: list[str] | None = None) -> CuvaeApp:
     return app_from_args(parse_args(argv))
 
 
-def app_from_args(args) -> CuvaeApp:
-    mode = "ascii" if args.ascii else "hifi"
+def app_from_args(args, detected: str | None = None) -> CuvaeApp:
+    requested = "ascii" if args.ascii else args.pixels
+    protocol, note = pixels.resolve(requested, detected)
     if args.open:
-        return CuvaeApp(open_dir=args.open, data_dir=args.data_dir, digit_mode=mode)
+        return CuvaeApp(open_dir=args.open, data_dir=args.data_dir, protocol=protocol, note=note)
     session = Session(args)
-    return CuvaeApp(session, latent=session.base_config(args.latent).latent, data_dir=args.data_dir, digit_mode=mode)
+    return CuvaeApp(session, latent=session.base_config(args.latent).latent, data_dir=args.data_dir,
+                    protocol=protocol, note=note)

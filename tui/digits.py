@@ -20,9 +20,7 @@ from rich.text import Text
 
 RAMP = " .:-=+*#%@"  # dark (0) to bright (1)
 HALF = "\u2580"  # ▀ upper half block
-MODES = ("ascii", "hifi")
-MIN_PX, MAX_PX = 7, 28
-MIN_SHOWN = 4  # when not all digits fit, show at least this many, as large as possible
+MODES = ("pixels", "halfblock", "ascii")
 
 
 def resize(image: np.ndarray, px: int) -> np.ndarray:
@@ -40,7 +38,7 @@ def _pairs(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return image[0::2], image[1::2]
 
 
-def ascii_lines(image: np.ndarray, px: int = MAX_PX) -> list[str]:
+def ascii_lines(image: np.ndarray, px: int = 28) -> list[str]:
     """One digit as ``ceil(px/2)`` strings of ``px`` ramp characters."""
     top, bottom = _pairs(resize(image, px))
     level = np.clip(((top + bottom) / 2 * len(RAMP)).astype(int), 0, len(RAMP) - 1)
@@ -52,7 +50,7 @@ def _half_style(top: int, bottom: int) -> Style:
     return Style.parse(f"rgb({top},{top},{top}) on rgb({bottom},{bottom},{bottom})")
 
 
-def halfblock_lines(image: np.ndarray, px: int = MAX_PX) -> list[Text]:
+def halfblock_lines(image: np.ndarray, px: int = 28) -> list[Text]:
     """One digit as ``ceil(px/2)`` Rich texts of ``px`` grey ``▀`` cells."""
     top, bottom = (np.clip(a * 255 + 0.5, 0, 255).astype(int) for a in _pairs(resize(image, px)))
     lines = []
@@ -67,67 +65,120 @@ def halfblock_lines(image: np.ndarray, px: int = MAX_PX) -> list[Text]:
 def digit_lines(image: np.ndarray, px: int, mode: str) -> list[Text]:
     if mode == "ascii":
         return [Text(s) for s in ascii_lines(image, px)]
-    if mode == "hifi":
+    if mode in ("halfblock", "pixels"):  # pixels falls back to half-blocks where drawn as text
         return halfblock_lines(image, px)
     raise ValueError(f"digit mode must be one of {MODES}, got {mode!r}")
 
 
+def scaled(image: np.ndarray, zoom: int) -> np.ndarray:
+    """Each pixel as a zoom x zoom block: large digits with no smoothing (zoom 1 is the image itself)."""
+    return image if zoom == 1 else np.kron(np.asarray(image, np.float32), np.ones((zoom, zoom), np.float32))
+
+
+# ---- flow layout: groups of digits side by side, wrapped into lines, at true resolution -----------
 @dataclass(frozen=True)
-class Fit:
-    px: int  # digit size in pixels (= columns)
-    per_band: int  # logical columns drawn side by side
-    bands: int  # how many bands (wrapped groups of all rows) are drawn
-    complete: bool  # False when some digits did not fit and are left out
+class Flow:
+    px: int  # digit size in pixels = columns; ceil(px / 2) rows
+    per_line: int  # groups side by side
+    lines: int  # lines of groups
+    shown: int  # groups drawn (<= the groups there are)
+    total: int
 
 
-def fit(rows: int, cols: int, width: int, height: int, gap: int = 1) -> Fit:
-    """The largest digit size at which a rows x cols grid fits width x height cells.
+GAP = 1  # columns between the digits of a group
 
-    Columns that do not fit side by side wrap into further *bands* (each band repeats
-    all rows, so an original stays above its reconstruction). When nothing fits even at
-    the smallest size, the smallest size is used and what does not fit is left out.
+
+def group_gap(size: int) -> int:
+    """Columns between groups: wider than inside a group, so pairs read as pairs."""
+    return 1 if size == 1 else 3
+
+
+def group_width(size: int, px: int) -> int:
+    return size * px + (size - 1) * GAP
+
+
+def flow(size: int, total: int, width: int, height: int, px: int) -> Flow:
+    """How many groups of ``size`` digits (each px wide) fit width x height cells, whole and unscaled."""
+    gw, gg = group_width(size, px), group_gap(size)
+    per_line = max(0, (width + gg) // (gw + gg))
+    rows = math.ceil(px / 2)
+    lines = max(0, (height + 1) // (rows + 1))  # one blank row between lines
+    if per_line and lines:
+        lines = min(lines, math.ceil(total / per_line))
+    shown = min(total, per_line * lines)
+    return Flow(px, per_line, lines, shown, total)
+
+
+def render_flow(grid: np.ndarray, width: int, height: int, mode: str = "halfblock", zoom: int = 1,
+                start: int = 0) -> tuple[Text, Flow]:
+    """A (rows, cols, H, W) grid drawn as cols groups (a group = the rows of one column, side by side).
+
+    Digits keep their true resolution (28x28 -> 28 columns x 14 rows, times ``zoom``); groups that
+    do not fit are left out (the caller says how many are shown), never shrunk.
     """
-    if rows < 1 or cols < 1:
-        return Fit(MIN_PX, 0, 0, True)
-    for px in range(MAX_PX, MIN_PX - 1, -1):
-        per_band = min(cols, (width + gap) // (px + gap))
-        if per_band < 1:
-            continue
-        bands = math.ceil(cols / per_band)
-        band_h = rows * math.ceil(px / 2)
-        if bands * band_h + (bands - 1) * gap <= height:
-            return Fit(px, per_band, bands, True)
-    # Nothing shows everything: the largest size that still shows a few digits (legible beats many).
-    want = min(cols, MIN_SHOWN)
-    for px in range(MAX_PX, MIN_PX - 1, -1):
-        per_band = min(cols, (width + gap) // (px + gap))
-        band_h = rows * math.ceil(px / 2)
-        bands = min(math.ceil(cols / max(per_band, 1)), (height + gap) // (band_h + gap))
-        if per_band >= 1 and bands >= 1 and min(cols, per_band * bands) >= want:
-            return Fit(px, per_band, bands, False)
-    return Fit(MIN_PX, 0, 0, False)
-
-
-def render_grid(grid: np.ndarray, width: int, height: int, mode: str = "hifi", gap: int = 1) -> tuple[Text, Fit]:
-    """A (rows, cols, H, W) grid of images as one Rich Text fitting width x height cells."""
     grid = np.asarray(grid)
-    rows, cols = grid.shape[:2]
-    f = fit(rows, cols, width, height, gap)
+    rows, cols, h = grid.shape[0], grid.shape[1], grid.shape[2]
+    f = flow(rows, cols - start, width, height, h * zoom)
     out = Text(no_wrap=True, overflow="crop")
-    first = True
-    spacer = " " * gap
-    for band in range(f.bands):
-        cs = range(band * f.per_band, min(cols, (band + 1) * f.per_band))
-        if not first:
-            out.append("\n" * gap)
-        for r in range(rows):
-            cells = [digit_lines(grid[r, c], f.px, mode) for c in cs]
-            for k in range(math.ceil(f.px / 2)):
-                if not first:
-                    out.append("\n")
-                first = False
-                for j, lines in enumerate(cells):
-                    if j:
-                        out.append(spacer)
+    k_rows = math.ceil(f.px / 2)
+    for line in range(f.lines):
+        if line:
+            out.append("\n\n")
+        cs = range(start + line * f.per_line, min(start + f.shown, start + (line + 1) * f.per_line))
+        cells = [[digit_lines(scaled(grid[r, c], zoom), f.px, mode) for r in range(rows)] for c in cs]
+        for k in range(k_rows):
+            if k:
+                out.append("\n")
+            for j, group in enumerate(cells):
+                if j:
+                    out.append(" " * group_gap(rows))
+                for i, lines in enumerate(group):
+                    if i:
+                        out.append(" " * GAP)
                     out.append_text(lines[k])
     return out, f
+
+
+def render_fixed(grid: np.ndarray, mode: str = "halfblock") -> Text:
+    """A (rows, cols, H, W) grid as it is (a decoded manifold): true resolution, no gaps, nothing left out."""
+    grid = np.asarray(grid)
+    rows, cols, h = grid.shape[:3]
+    out = Text(no_wrap=True, overflow="crop")
+    for r in range(rows):
+        cells = [digit_lines(grid[r, c], h, mode) for c in range(cols)]
+        for k in range(math.ceil(h / 2)):
+            if r or k:
+                out.append("\n")
+            for lines in cells:
+                out.append_text(lines[k])
+    return out
+
+
+def flow_picture(grid: np.ndarray, f: Flow, zoom: int = 1, start: int = 0) -> Image.Image:
+    """The groups a Flow shows as one greyscale picture laid out like the text (for real-pixel terminals).
+
+    One text cell is one pixel wide and two tall, so gaps are 1 (2) pixels per column (row) of text.
+    """
+    grid = np.asarray(grid)
+    rows, h = grid.shape[0], grid.shape[2] * zoom
+    gw = group_width(rows, h)
+    gg = group_gap(rows)
+    W = f.per_line * gw + (f.per_line - 1) * gg
+    rows_px = 2 * math.ceil(h / 2)
+    H = f.lines * rows_px + (f.lines - 1) * 2
+    canvas = np.zeros((max(H, 1), max(W, 1)), np.float32)
+    for i in range(f.shown):
+        line, j = divmod(i, f.per_line)
+        x0, y0 = j * (gw + gg), line * (rows_px + 2)
+        for r in range(rows):
+            img = scaled(grid[r, start + i], zoom)
+            xs = x0 + r * (h + GAP)
+            canvas[y0:y0 + h, xs:xs + h] = np.clip(img, 0, 1)
+    return Image.fromarray((canvas * 255 + 0.5).astype(np.uint8), mode="L")
+
+
+def fixed_picture(grid: np.ndarray) -> Image.Image:
+    grid = np.clip(np.asarray(grid, np.float32), 0, 1)
+    rows, cols, h, w = grid.shape
+    canvas = grid.transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+    return Image.fromarray((canvas * 255 + 0.5).astype(np.uint8), mode="L")

@@ -1,18 +1,35 @@
-"""Export what is on screen as a PNG (through cuvae.measure.render), named so nothing is overwritten."""
+"""Export what is on screen as a PNG (through cuvae.measure.render) into the run directory, named so
+nothing is overwritten, with the sampling temperature and seed in the title and the name."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def export_png(rows, labels, title: str, latent: int, epoch: int, view: str, folder: Path | None = None) -> Path:
-    """Write ``cuvae-z{latent}-epoch{epoch}-{view}[-k].png`` into folder (default: the current one)."""
+def main_rows(recon, samples):
+    """(rows, labels, title) for the main screen: the pairs on screen, then the samples in rows of 8."""
+    rows, labels = [], []
+    if recon is not None:
+        rows += [recon[0], recon[1]]
+        labels += ["data", "recon"]
+    if samples is not None:
+        s = samples[0]
+        for a in range(0, len(s), 8):
+            rows.append(s[a:a + 8])
+            labels.append("samples" if a == 0 else "")
+    return rows, labels, "reconstructions and samples"
+
+
+def export_png(rows, labels, title: str, latent: int, epoch: int, view: str, folder, *, temperature: float = 1.0,
+               seed: int = 0) -> Path:
+    """Write ``cuvae-z{latent}-epoch{epoch}-{view}-T{temperature}[-k].png`` into folder (the run directory)."""
     from cuvae.measure.render import grid, save_png
 
-    folder = Path.cwd() if folder is None else Path(folder)
-    name = f"cuvae-z{latent}-epoch{epoch}-{view}"
+    folder = Path(folder)
+    name = f"cuvae-z{latent}-epoch{epoch}-{view}-T{temperature:.1f}"
     path, k = folder / f"{name}.png", 1
     while path.exists():
         k += 1
         path = folder / f"{name}-{k}.png"
-    return save_png(grid(rows, labels, scale=3, title=f"{title}, z={latent}, epoch {epoch}"), path)
+    title = f"{title}, z={latent}, epoch {epoch}, samples at T={temperature:.1f} seed {seed}"
+    return save_png(grid(rows, labels, scale=3, title=title), path)

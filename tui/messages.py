@@ -1,7 +1,8 @@
-"""Textual messages wrapping the trainer's events, posted from the training thread.
+"""Textual messages wrapping the trainer's events (posted from the training thread) and the results
+of the picture and diagnostics workers.
 
-Small dataclass-like messages; the high-rate one (:class:`Progress`) lets a newer
-one replace an older one still queued, so a busy UI never falls behind.
+Small dataclass-like messages; the high-rate one (:class:`Progress`) lets a newer one replace an
+older one still queued, so a busy UI never falls behind.
 """
 
 from __future__ import annotations
@@ -41,6 +42,22 @@ class Epoch(Message):
     def __init__(self, event: EpochEnded, params: np.ndarray, generation: int) -> None:
         super().__init__()
         self.event, self.params, self.generation = event, params, generation
+
+
+class Pictures(Message):
+    """A view model and the main screen's pictures, made in a worker from an epoch's parameters."""
+
+    def __init__(self, view, recon: np.ndarray | None, samples: np.ndarray, generation: int) -> None:
+        super().__init__()
+        self.view, self.recon, self.samples, self.generation = view, recon, samples, generation
+
+
+class Diagnosed(Message):
+    """The diagnostics worker's numbers (a diagnostics.Diagnosis) for one epoch."""
+
+    def __init__(self, diagnosis, generation: int) -> None:
+        super().__init__()
+        self.diagnosis, self.generation = diagnosis, generation
 
 
 class Info(Message):

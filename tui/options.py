@@ -12,7 +12,9 @@ examples:
   cuvae-tui --recipe chapter --data-dir ~/mnist
   cuvae-tui --open runs/default-mnist-vae-z8 # browse a trained model, read-only
   cuvae-tui --serve --port 8000              # the same app as a web page (pip install 'cuvae[serve]')
-keys: space pause · s samples · l latent size · a ASCII/hi-fi · i interpolation · m map · e PNG · ? help · q quit
+  cuvae-tui --pixels kitty                   # real pixels even where detection fails (e.g. in tmux)
+keys: space pause · s samples · z zoom · a pixels/half-blocks/ASCII · g plot view · d diagnostics · l latent size
+      c compare sizes · i interpolation · m map · e PNG · ? help · q quit
 Each latent size trains in RUNS/<recipe>-<dataset>-<model>-z<size>; quitting keeps the last complete epoch
 and starting again with the same options resumes it.
 """
@@ -33,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--runs", type=Path, default=Path("runs"), metavar="DIR",
                    help="folder holding one run directory per latent size (default: runs)")
     u.add_argument("--open", type=Path, metavar="RUN_DIR", help="browse a trained run read-only (no training)")
-    u.add_argument("--ascii", action="store_true", help="start with ASCII digits (toggle with a)")
+    u.add_argument("--pixels", choices=("auto", "kitty", "sixel", "halfblock", "ascii"), default="auto",
+                   help="how digits are drawn: real pixels through the kitty or sixel protocol, grey half-blocks or "
+                        "ASCII (default auto: pixels when the terminal answers to a graphics protocol, else "
+                        "half-blocks; a forced protocol falls back to half-blocks where there is no terminal)")
+    u.add_argument("--ascii", action="store_true", help="start with ASCII digits (the same as --pixels ascii)")
     u.add_argument("--serve", action="store_true", help="serve the app as a web page (needs textual-serve)")
     u.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     u.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")

@@ -22,13 +22,44 @@ from cuvae.errors import CuvaeError
 PRESET_LATENTS = (2, 5, 8, 20)
 
 
-def data_label(dataset) -> str:
-    """A short name for the status line: which data, how many, whether it is the offline subset."""
+def data_label(dataset, train_examples: int | None = None) -> str:
+    """A short name for the status line: which data, how many train/test, whether it is the offline subset.
+
+    ``train_examples`` is what the trainer really uses (its RunStarted event), when known.
+    """
     from cuvae.data import DISPLAY
 
     name = DISPLAY.get(dataset.name, dataset.name)
-    n = f"{len(dataset.train_x):,}/{len(dataset.test_x):,}"
+    train = len(dataset.train_x) if train_examples is None else train_examples
+    n = f"{train:,} train/{len(dataset.test_x):,} test"
     return f"{name} bundled subset {n} (offline)" if dataset.is_subset else f"{name} {n}"
+
+
+def run_prefix(config) -> str:
+    return f"{config.recipe}-{config.dataset}-{config.model}-z"
+
+
+def trained_sizes(runs, prefix: str) -> dict[int, Path]:
+    """Latent size -> run directory for every run under ``runs`` named prefix<size> with a checkpoint."""
+    out = {}
+    runs = Path(runs)
+    if runs.is_dir():
+        for d in runs.iterdir():
+            tail = d.name[len(prefix):]
+            if d.name.startswith(prefix) and tail.isdigit() and (d / "checkpoint.npz").exists():
+                out[int(tail)] = d
+    return dict(sorted(out.items()))
+
+
+def latent_choices(session, current: int) -> list[tuple[int, str]]:
+    """The picker's rows: the presets, every size already trained in the runs folder, and the current one."""
+    trained = trained_sizes(session.runs, run_prefix(session.base_config(current)))
+    choices = []
+    for z in sorted(set(PRESET_LATENTS) | set(trained) | {current}):
+        done = trained_epochs(session.run_dir(z))
+        note = "(current)" if z == current else f"trained {done} epochs" if done else "new: starts training"
+        choices.append((z, note))
+    return choices
 
 
 def read_history(run_dir) -> list[dict]:
@@ -69,6 +100,7 @@ class Prepared:
     test_x: np.ndarray  # (N, 784) float32 in [0, 1]
     test_y: np.ndarray
     shape: tuple
+    eval_x: np.ndarray  # the diagnostics' fixed subset, prepared as the trainer prepares its test set
     params: np.ndarray | None  # the checkpoint's parameters when resuming
     history: list[dict]
     resumed_epoch: int
@@ -91,7 +123,7 @@ class Session:
 
     def run_dir(self, latent: int) -> Path:
         c = self.base_config(latent)
-        return self.runs / f"{c.recipe}-{c.dataset}-{c.model}-z{latent}"
+        return self.runs / f"{run_prefix(c)}{latent}"
 
     def backend(self, log=None):
         from cuvae.backends.backend import get_backend
@@ -139,7 +171,7 @@ class Session:
                              "training examples; pass a smaller --batch-size or a larger --train-size")
         prepared = Prepared(latent, run_dir, config, backend.device_name, data_label(dataset), dataset.source,
                             prepare_images(dataset.test_x, "none", np.float32), dataset.test_y,
-                            tuple(dataset.image_shape), None if resume is None else resume.params.copy(),
+                            tuple(dataset.image_shape), eval_subset(dataset.test_x, config), None if resume is None else resume.params.copy(),
                             read_history(run_dir) if resume else [], resume.epoch if resume else 0)
 
         def build(listeners):
@@ -161,14 +193,24 @@ def open_run(run_dir, data_dir=None, log=None) -> Prepared:
         ds = load_dataset(c.dataset, data_dir=data_dir, train_size=c.train_size, test_size=c.test_size,
                           progress=False, log=log or (lambda m: None))
         test_x, test_y = prepare_images(ds.test_x, "none", np.float32), ds.test_y
+        eval_x = eval_subset(ds.test_x, c)
         label, source, shape = data_label(ds), ds.source, tuple(ds.image_shape)
     except CuvaeError as err:  # samples still work without data
         if log:
             log(f"no test data, so no reconstructions, interpolation or map: {err}")
         test_x, test_y = np.zeros((0, 784), np.float32), np.zeros(0, np.uint8)
+        eval_x = test_x
         label, source, shape = "no data", str(err), (28, 28)
-    return Prepared(c.latent, run_dir, c, "read-only (CPU views)", label, source, test_x, test_y, shape,
+    return Prepared(c.latent, run_dir, c, "read-only (CPU views)", label, source, test_x, test_y, shape, eval_x,
                     ckpt.params.copy(), read_history(run_dir), ckpt.epoch)
+
+
+def eval_subset(test_u8: np.ndarray, config) -> np.ndarray:
+    """The first diagnostics.SUBSET test images, binarised (or not) exactly as the trainer's test set."""
+    from cuvae.data.base import prepare_images
+    from .diagnostics import SUBSET
+
+    return prepare_images(test_u8, config.binarize, np.float32)[:SUBSET]
 
 
 def replace_ns(ns: argparse.Namespace, **changes) -> argparse.Namespace:

@@ -19,7 +19,7 @@ class InterpolationScreen(Screen):
         Binding("t", "toggle_mode", "linear/slerp", id="interp-mode"),
     ]
 
-    def __init__(self, view, mode: str = "hifi", steps: int = 10, seed: int = 0, **kwargs) -> None:
+    def __init__(self, view, mode: str = "halfblock", steps: int = 10, seed: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         self.view, self.digit_mode, self.steps = view, mode, steps
         self.rng = np.random.default_rng([seed, 4242])
@@ -34,7 +34,7 @@ class InterpolationScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one(DigitGrid).mode = self.digit_mode
+        self.query_one(DigitGrid).protocol = self.digit_mode
         if len(self.view.test_x) >= 2:
             y = self.view.test_y
             # start with two different digits when the labels allow it

@@ -1,49 +1,81 @@
-"""The latent map: decoded grid over two latent dimensions, beside the test set's encodings."""
+"""The latent map: the decoded grid over two latent dimensions at full digit resolution, beside the
+test set's encodings coloured by class (for a 2-D latent, the chapter's picture)."""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, ScrollableContainer, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual_plotext import PlotextPlot
 
+from ..classes import PALETTE, class_names
 from ..widgets.digit_grid import DigitGrid
 
-COLORS = ["red", "green", "yellow", "blue", "magenta", "cyan", "white", "orange", "gray", "bright-green"]
+
+def axis_caption(latent: int, dims: tuple[int, int], q_lo: float, q_hi: float) -> str:
+    """The grid's axes, named as cuvae-show names them."""
+    a, b = dims
+    head = f"z{a} left->right, z{b} bottom->top, Gaussian quantiles {q_lo:+.2f} .. {q_hi:+.2f}"
+    return head if latent == 2 else f"{head}; the other {latent - 2} dimensions at 0 (the two most active shown)"
+
+
+def rgb(c) -> str:
+    return "rgb({},{},{})".format(*c)
+
+
+def legend(names) -> Text:
+    t = Text()
+    for d, name in enumerate(names):
+        if d:
+            t.append("  ")
+        t.append(f"{d}", style="bold " + rgb(PALETTE[d]))
+        t.append(f" {name}" if name != str(d) else "", style=rgb(PALETTE[d]))
+    return t
 
 
 class LatentMapScreen(Screen):
     BINDINGS = [Binding("escape,m", "app.pop_screen", "back", id="close-map")]
 
-    def __init__(self, view, mode: str = "hifi", **kwargs) -> None:
+    def __init__(self, view, protocol: str = "halfblock", dataset: str = "mnist", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.view, self.digit_mode = view, mode
+        self.view, self.protocol, self.names = view, protocol, class_names(dataset)
+        self.dims = (0, 1)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="map-row"):
             with Vertical(id="map-left") as left:
-                left.border_title = "decoded grid"
-                yield Static("", id="map-caption")
-                yield DigitGrid(id="map-grid")
+                left.border_title = "decoded grid (true resolution; scroll for more)"
+                yield Static("", id="map-caption", markup=False)
+                with ScrollableContainer(id="map-scroll"):
+                    yield DigitGrid(id="map-grid", layout="fixed")
             with Vertical(id="map-right") as right:
-                right.border_title = "test digits in z"
+                right.border_title = "test digits in z (each drawn as its class)"
                 yield PlotextPlot(id="map-scatter")
+                yield Static(legend(self.names), id="map-legend")
         yield Footer(compact=True)
 
+    def grid_size(self) -> int:
+        """Digits per side: what fits half the screen at 28x14 cells, at least 4 (then it scrolls)."""
+        w, h = max(self.app.size.width // 2 - 4, 28), max(self.app.size.height - 7, 14)
+        return max(4, min(12, w // 28, h // 14))
+
     def on_mount(self) -> None:
+        from cuvae.measure.views import manifold_dims, quantile_grid
+
         grid = self.query_one(DigitGrid)
-        grid.mode = self.digit_mode
+        grid.protocol = self.protocol
         L = self.view.latent
-        h, w = max(self.app.size.height - 5, 4), max(self.app.size.width // 2 - 2, 8)
-        n = max(3, min(15, h // 4, w // 8))
         if L < 2:
             self.query_one("#map-caption", Static).update("a 1-D latent has no 2-D map; pick another size with l")
             return
-        what = ("z1 across, z2 up, at the Gaussian quantiles" if L == 2 else
-                f"latent size {L}: the two most active dimensions, others 0 (the map is exact only for z=2)")
-        self.query_one("#map-caption", Static).update(what)
+        n = self.grid_size()
+        x = self.view.test_x[:1000] if self.view.has_data else None
+        self.dims = manifold_dims(self.view.model, self.view.P, x)
+        q = quantile_grid(n)
+        self.query_one("#map-caption", Static).update(axis_caption(L, self.dims, q[0], q[-1]))
         grid.set_grid(self.view.manifold(n))
         plt = self.query_one(PlotextPlot).plt
         plt.clear_figure()
@@ -52,11 +84,17 @@ class LatentMapScreen(Screen):
             for d in range(10):
                 sel = labels == d
                 if sel.any():
-                    plt.scatter(pts[sel, 0].tolist(), pts[sel, 1].tolist(), color=COLORS[d], label=str(d), marker="dot")
-            plt.title("encoder means" + ("" if L == 2 else " (first two principal components)"))
+                    plt.scatter(pts[sel, 0].tolist(), pts[sel, 1].tolist(), color=PALETTE[d], marker=str(d))
+            if L == 2:
+                plt.xlabel("z0 (encoder mean) left->right")
+                plt.ylabel("z1 bottom->top")
+            else:
+                plt.xlabel("first principal component of the encoder means")
+                plt.ylabel("second")
         else:
             plt.title("no test data")
 
     def export_rows(self):
         grid = self.query_one(DigitGrid).grid
-        return None if grid is None else (list(grid), None, "latent map")
+        return None if grid is None else (list(grid), None, f"latent map, z{self.dims[0]} left->right, "
+                                                             f"z{self.dims[1]} bottom->top")

@@ -1,4 +1,5 @@
-"""A grid of digits drawn as text (ASCII or grey half-blocks), sized to fit the widget."""
+"""Digits at their true resolution: groups (an original beside its reconstruction, or one sample) side
+by side, as many whole groups as fit; in ASCII, grey half-blocks or real pixels (textual-image)."""
 
 from __future__ import annotations
 
@@ -7,26 +8,42 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ..digits import render_grid
+from ..digits import flow, flow_picture, fixed_picture, render_fixed, render_flow
+from ..pixels import PROTOCOLS, image_widget_class
 
 
 class DigitGrid(Widget):
-    """Shows a (rows, cols, H, W) image grid; columns that do not fit wrap into bands below."""
+    """Shows a (rows, cols, H, W) grid.
+
+    ``layout="flow"``: each column is a group drawn side by side, groups wrap into lines and those that
+    do not fit are left out (``shown`` says how many are drawn). ``layout="fixed"``: the grid as it is
+    (a decoded manifold), its own size in cells, for a scrolling container.
+    """
 
     DEFAULT_CSS = "DigitGrid { height: 1fr; width: 1fr; }"
-    mode: reactive[str] = reactive("hifi")
+    protocol: reactive[str] = reactive("halfblock")  # kitty | sixel | halfblock | ascii
 
-    def __init__(self, placeholder: str = "", **kwargs) -> None:
+    def __init__(self, placeholder: str = "", layout: str = "flow", zoom: int = 1, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.placeholder = placeholder
+        self.placeholder, self.arrangement, self.zoom = placeholder, layout, zoom
         self.grid: np.ndarray | None = None
         self.version = 0  # bumped on each new grid (tests and exports read it)
+        self.start = 0  # first group drawn (the zoom screen pages through them)
+        self.shown = 0
         self._cache: tuple | None = None
+        self._image = None  # the textual-image child in pixel mode
+
+    @property
+    def mode(self) -> str:
+        return "pixels" if self.protocol in PROTOCOLS else self.protocol
 
     def set_grid(self, grid: np.ndarray | None) -> None:
         self.grid = None if grid is None else np.asarray(grid)
         self.version += 1
         self._cache = None
+        if self.arrangement == "fixed" and self.grid is not None:
+            rows, cols, h, w = self.grid.shape
+            self.styles.width, self.styles.height = cols * w, rows * ((h + 1) // 2)
         self.refresh()
 
     def set_placeholder(self, text: str) -> None:
@@ -34,17 +51,61 @@ class DigitGrid(Widget):
         if self.grid is None:
             self.refresh()
 
-    def watch_mode(self, mode: str) -> None:
+    def watch_protocol(self, protocol: str) -> None:
         self._cache = None
         self.refresh()
 
+    def visible(self) -> np.ndarray | None:
+        """The digits on screen as a (rows, shown, H, W) grid (what an export writes)."""
+        if self.grid is None or self.arrangement == "fixed":
+            return self.grid
+        n = self.shown or self.grid.shape[1]
+        return self.grid[:, self.start:self.start + n]
+
+    def _flow(self):
+        rows, cols, h = self.grid.shape[:3]
+        return flow(rows, cols - self.start, self.size.width, self.size.height, h * self.zoom)
+
+    def _sync_image(self, picture) -> None:
+        """Mount, update or remove the pixel child (only ever in pixel mode, on a real terminal)."""
+        if picture is None:
+            if self._image is not None:
+                self._image.remove()
+                self._image = None
+            return
+        cls = image_widget_class(self.protocol)
+        if self._image is None or type(self._image) is not cls:
+            if self._image is not None:
+                self._image.remove()
+            self._image = cls(picture)
+            self.mount(self._image)
+        else:
+            self._image.image = picture
+        w, h = picture.size
+        self._image.styles.width, self._image.styles.height = w, (h + 1) // 2
+
     def render(self) -> Text:
         if self.grid is None:
+            self.call_later(self._sync_image, None)
             return Text(self.placeholder, style="dim")
-        key = (self.version, self.mode, self.size.width, self.size.height)
+        key = (self.version, self.protocol, self.size.width, self.size.height, self.start, self.zoom)
         if self._cache is None or self._cache[0] != key:
-            text, f = render_grid(self.grid, self.size.width, self.size.height, self.mode)
-            if not f.complete and self.size.height > 0:
-                text = text if f.bands else Text("(too small: enlarge the terminal)", style="dim")
+            picture = None
+            if self.arrangement == "fixed":
+                self.shown = self.grid.shape[1]
+                if self.mode == "pixels":
+                    text, picture = Text(""), fixed_picture(self.grid)
+                else:
+                    text = render_fixed(self.grid, self.mode)
+            elif self.mode == "pixels":
+                f = self._flow()
+                self.shown, text = f.shown, Text("")
+                picture = flow_picture(self.grid, f, self.zoom, self.start) if f.shown else None
+            else:
+                text, f = render_flow(self.grid, self.size.width, self.size.height, self.mode, self.zoom, self.start)
+                self.shown = f.shown
+            if not self.shown and self.size.height > 0:
+                text = Text("(too small for a whole digit: enlarge the terminal, or z to zoom)", style="dim")
             self._cache = (key, text)
+            self.call_later(self._sync_image, picture)
         return self._cache[1]

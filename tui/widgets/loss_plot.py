@@ -1,61 +1,79 @@
-"""Live loss curves with textual-plotext: train (per step, smoothed) and test (per epoch) -ELBO, with
-the reconstruction and KL parts of the test loss."""
+"""Live loss curves with textual-plotext.
+
+:class:`LossPlot`: negative ELBO alone on its axes, train smoothed per step (a braille line) and test
+per epoch (``•`` points joined), y scaled to the data once the first steps' transient is over.
+:class:`PartsPlot`: reconstruction (left axis) and KL (right axis), each on its own scale. Both are
+told apart by their markers as well as their colours; the legends live outside the plot (in the
+box's subtitle), and ``view`` switches between the fitted, logarithmic and recent-half views.
+"""
 
 from __future__ import annotations
 
 from textual_plotext import PlotextPlot
 
+VIEWS = ("fit", "log", "recent")
+TRAIN_MARK, TEST_MARK, KL_MARK = "braille", "•", "x"
+LOSS_LEGEND = "⣀⣀ train, per step (smoothed)   •─• test, per epoch"
+PARTS_LEGEND = "left axis: ⣀ train / • test recon   right axis: ⣀ train / x test KL"
 
-class LossPlot(PlotextPlot):
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.steps: list[tuple[float, float]] = []  # (epoch as a float, smoothed train loss)
-        self.epochs: list[dict] = []  # metrics.jsonl lines
-        self._version, self._cache = 0, None
+
+def _skip(end: float) -> float:
+    """Leave out the first tenth of training (at most half an epoch): its transient is hundreds of nats."""
+    return min(0.5, 0.1 * end)
+
+
+def _range(values: list[float]) -> tuple[float, float] | None:
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.02, 0.5)
+    return lo - pad, hi + pad
+
+
+class Curves:
+    """The data both plots draw: train steps (x in epochs) and metrics.jsonl lines. No Textual."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[float, float, float, float]] = []  # (epoch as a float, loss, recon, kl)
+        self.epochs: list[dict] = []
 
     def reset(self, history: list[dict]) -> None:
         self.epochs = list(history)
-        self.steps = [(float(m["epoch"]), float(m["train_loss"])) for m in history]
-        self.replot()
+        self.steps = [(float(m["epoch"]), float(m["train_loss"]), float(m.get("train_recon", m["train_loss"])),
+                       float(m.get("train_kl", 0.0))) for m in history]
 
-    def add_step(self, x: float, loss: float) -> None:
+    def add_step(self, x: float, loss: float, recon: float, kl: float) -> None:
         if self.steps and x <= self.steps[-1][0]:
             self.steps = [s for s in self.steps if s[0] < x]  # a resumed epoch replays
-        self.steps.append((x, loss))
+        self.steps.append((x, loss, recon, kl))
         if len(self.steps) > 2000:
             self.steps = self.steps[::2]
 
     def add_epoch(self, metrics: dict) -> None:
         self.epochs = [m for m in self.epochs if m["epoch"] < metrics["epoch"]] + [metrics]
 
+    @property
+    def end(self) -> float:
+        return max([s[0] for s in self.steps] + [m["epoch"] for m in self.epochs] + [0.0])
+
+    def window(self, view: str) -> float:
+        """The first x shown: after the transient, or the last half of training in the recent view."""
+        return self.end / 2 if view == "recent" else _skip(self.end)
+
+
+class _Plot(PlotextPlot):
+    def __init__(self, curves: Curves, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.curves, self.view = curves, "fit"
+        self._version, self._cache = 0, None
+
     def replot(self) -> None:
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        plt.title("negative ELBO (nats)")
-        plt.xlabel("epoch")
-        if self.steps:
-            xs, ys = zip(*self.steps)
-            plt.plot(list(xs), list(ys), label="train", color="cyan", marker="braille")
-        if self.epochs:
-            ep = [m["epoch"] for m in self.epochs]
-            plt.plot(ep, [m["test_loss"] for m in self.epochs], label="test", color="yellow", marker="dot")
-            plt.plot(ep, [m["test_recon"] for m in self.epochs], label="test recon", color="green", marker="dot")
-            plt.plot(ep, [m["test_kl"] for m in self.epochs], label="test KL", color="magenta", marker="dot")
-        top = self._y_top()
-        if top is not None:
-            plt.ylim(0, top)
+        self.draw(plt)
         self._version += 1
         self.refresh()
-
-    def _y_top(self) -> float | None:
-        """Leave out the first steps' transient (hundreds of nats) so later progress stays visible."""
-        if not self.steps and not self.epochs:
-            return None
-        end = max([x for x, _ in self.steps] + [m["epoch"] for m in self.epochs])
-        skip = min(0.5, 0.1 * end)  # the first tenth of training, at most half an epoch
-        values = [y for x, y in self.steps if x >= skip] + [m["test_loss"] for m in self.epochs]
-        return 1.05 * max(values) if values else None
 
     def render(self):
         """plotext's build is the costliest thing on screen: rebuild only for new data or a new size."""
@@ -63,3 +81,48 @@ class LossPlot(PlotextPlot):
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, super().render())
         return self._cache[1]
+
+
+class LossPlot(_Plot):
+    def draw(self, plt) -> None:
+        c, log = self.curves, self.view == "log"
+        x0 = c.window(self.view)
+        steps = [(x, y) for x, y, _, _ in c.steps if x >= x0] or [(x, y) for x, y, _, _ in c.steps]
+        tests = [(m["epoch"], m["test_loss"]) for m in c.epochs if m["epoch"] >= x0] or \
+                [(m["epoch"], m["test_loss"]) for m in c.epochs]
+        plt.xlabel("epoch")
+        if log:
+            plt.yscale("log")
+        if steps:
+            plt.plot([x for x, _ in steps], [y for _, y in steps], color="cyan", marker=TRAIN_MARK)
+        if tests:
+            plt.plot([x for x, _ in tests], [y for _, y in tests], color="orange", marker=TEST_MARK)
+        r = None if log else _range([y for _, y in steps] + [y for _, y in tests])
+        if r:  # (plotext takes log-view limits as exponents: it scales those itself)
+            plt.ylim(*r)
+
+
+class PartsPlot(_Plot):
+    def draw(self, plt) -> None:
+        c = self.curves
+        x0 = c.window(self.view)
+        steps = [s for s in c.steps if s[0] >= x0] or c.steps
+        tests = [m for m in c.epochs if m["epoch"] >= x0] or c.epochs
+        plt.xlabel("epoch")
+        if self.view == "log":
+            plt.yscale("log", yside="left")
+            plt.yscale("log", yside="right")
+        sx = [s[0] for s in steps]
+        ex = [m["epoch"] for m in tests]
+        recon = [s[2] for s in steps] + [m["test_recon"] for m in tests]
+        kl = [s[3] for s in steps] + [m["test_kl"] for m in tests]
+        if steps:
+            plt.plot(sx, [s[2] for s in steps], color="green", marker=TRAIN_MARK, yside="left")
+            plt.plot(sx, [s[3] for s in steps], color="magenta", marker=TRAIN_MARK, yside="right")
+        if tests:
+            plt.plot(ex, [m["test_recon"] for m in tests], color="green", marker=TEST_MARK, yside="left")
+            plt.plot(ex, [m["test_kl"] for m in tests], color="magenta", marker=KL_MARK, yside="right")
+        for values, side in ((recon, "left"), (kl, "right")):
+            r = None if self.view == "log" else _range(values)
+            if r:
+                plt.ylim(*r, yside=side)

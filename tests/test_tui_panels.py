@@ -1,0 +1,204 @@
+"""The new keys and panels of cuvae-tui through Textual's pilot: zoom, drawing modes and their
+fallback, plot views, diagnostics (equal to cuvae.measure on the same model), the compare screen
+with queued sizes, the latent map's legend and axes, and the small fixes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cuvae_tui import pixels
+from cuvae_tui.app import CuvaeApp, make_app, size_class
+from cuvae_tui.widgets.digit_grid import DigitGrid
+
+from test_tui import TINY, offline, sync, train_tiny_run, wait_for  # noqa: F401 - the fixture is used
+
+
+def test_import_cuvae_loads_no_textual():
+    code = "import sys, cuvae; assert not [m for m in sys.modules if m.split('.')[0] in ('textual', 'textual_image')]"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_forced_protocol_falls_back_to_half_blocks_without_a_terminal():
+    assert pixels.resolve("kitty", None, tty=False)[0] == "halfblock"
+    assert "no terminal graphics" in pixels.resolve("sixel", None, tty=False)[1]
+    assert pixels.resolve("kitty", None, tty=True) == ("kitty", None)  # forced: detection misses some terminals
+    assert pixels.resolve("auto", "sixel", tty=True) == ("sixel", None)
+    assert pixels.resolve("auto", None, tty=True) == ("halfblock", None)
+    assert pixels.cycle("kitty") == ["kitty", "halfblock", "ascii"] and pixels.cycle("halfblock") == ["halfblock", "ascii"]
+    assert pixels.detect() is None  # pytest has no terminal
+
+
+def test_layout_classes():
+    assert [size_class(*s) for s in ((80, 24), (120, 40), (200, 60))] == ["small", "medium", "large"]
+
+
+@pytest.fixture(scope="module")
+def tiny_z2(tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("panels")
+    old = dict(os.environ)
+    os.environ.update(CUVAE_MIRRORS="http://127.0.0.1:9/", XDG_CACHE_HOME=str(root / "cache"))
+    os.environ.pop("CUVAE_DATA_DIR", None)
+    try:
+        return train_tiny_run(root / "runs" / "default-mnist-vae-z2")
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+@sync
+async def test_pixels_flag_in_the_app_and_the_a_cycle(tiny_z2):
+    app = make_app(["--open", str(tiny_z2), "--pixels", "kitty"])
+    assert app.protocol == "halfblock" and "no terminal graphics" in app.pixels_note
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.view is not None, what="the opened run")
+        assert "half-blocks" in str(app.query_one("#drawing").render())
+        await pilot.press("a")
+        assert app.protocol == "ascii" and {g.protocol for g in app.query(DigitGrid)} == {"ascii"}
+        assert "ASCII" in str(app.query_one("#drawing").render())
+        await pilot.press("a")
+        assert app.protocol == "halfblock"
+        await pilot.press("q")
+
+
+@sync
+async def test_pixel_mode_draws_through_textual_image(tiny_z2):
+    from textual_image.widget import TGPImage
+
+    from cuvae_tui.options import parse_args
+
+    args = parse_args(["--open", str(tiny_z2)])
+    app = CuvaeApp(open_dir=args.open, protocol="kitty")  # as if the terminal had answered
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.view is not None, what="the opened run")
+        await pilot.pause(0.3)
+        recon = app.query_one("#recon", DigitGrid)
+        assert recon.mode == "pixels" and isinstance(recon._image, TGPImage)
+        w, h = recon._image.image.size
+        assert (w, h) == (57, 28)  # one pair: two 28-pixel digits and a 1-pixel gap
+        await pilot.press("a")  # kitty -> half-blocks: the picture goes
+        await pilot.pause(0.2)
+        assert recon._image is None and "half-blocks" in str(app.query_one("#drawing").render())
+        await pilot.press("q")
+
+
+@sync
+async def test_true_resolution_layout_zoom_and_plot_views(tiny_z2):
+    app = make_app(["--open", str(tiny_z2)])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.view is not None, what="the opened run")
+        await pilot.pause(0.2)
+        recon = app.query_one("#recon", DigitGrid)
+        assert recon.shown == 1 and recon.visible().shape == (2, 1, 28, 28)  # one whole pair at 80x24
+        await pilot.resize_terminal(200, 60)
+        await pilot.pause(0.3)
+        assert app.has_class("-large") and recon.shown == 4
+        assert app.query_one("#samples", DigitGrid).shown == 4
+        await pilot.press("z")
+        assert type(app.screen).__name__ == "ZoomScreen"
+        await pilot.pause(0.3)
+        grid = app.screen.query_one(DigitGrid)
+        assert grid.zoom >= 2 and grid.shown >= 1
+        first = grid.start
+        await pilot.press("n")
+        assert grid.start != first or app.screen.part == "samples"
+        await pilot.press("escape")
+        views = []
+        for _ in range(3):
+            await pilot.press("g")
+            views.append(app.query_one("#plot").view)
+        assert views == ["log", "recent", "fit"]
+        await pilot.press("q")
+
+
+@sync
+async def test_diagnostics_equal_cuvae_measure(tiny_z2):
+    from cuvae.measure.analysis import elbo_surgery, encode_gaussians
+    from cuvae.measure.evaluation import iwae_nll
+
+    app = make_app(["--open", str(tiny_z2)])
+    async with app.run_test(size=(200, 60)) as pilot:
+        await wait_for(pilot, lambda: app.diagnosis is not None, what="the diagnostics")
+        d, view, x = app.diagnosis, app.view, app.prepared.eval_x
+        means, logvars = encode_gaussians(view.model, view.P, x)
+        np.testing.assert_allclose(d.kl_per_dim, (0.5 * (means ** 2 + np.exp(logvars) - 1 - logvars)).mean(0))
+        np.testing.assert_allclose(d.variances, means.var(0))
+        s = elbo_surgery(view.model, view.P, x)
+        assert d.mutual_info == pytest.approx(s["mutual_info"]) and d.marginal_kl == pytest.approx(s["marginal_kl"])
+        assert d.iwae_nll == pytest.approx(iwae_nll(view.model, view.P, x, k=100))
+        assert d.protocol == "continuous" and d.examples == len(x) == 60
+        text = str(app.query_one("#diag").render())
+        assert "IWAE NLL (k=100" in text and "[continuous data]" in text and "active units:" in text
+        await pilot.press("d")
+        assert type(app.screen).__name__ == "DiagnosticsScreen"
+        assert "KL per dimension" in str(app.screen.query_one("#diag-full").render())
+        await pilot.press("escape", "q")
+
+
+@sync
+async def test_map_legend_axes_and_export_into_the_run(tiny_z2):
+    app = make_app(["--open", str(tiny_z2)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.view is not None, what="the opened run")
+        await pilot.press("m")
+        caption = str(app.screen.query_one("#map-caption").render())
+        assert caption.startswith("z0 left->right, z1 bottom->top")
+        grid = app.screen.query_one(DigitGrid)
+        assert grid.grid.shape[2:] == (28, 28) and grid.size.width == 28 * grid.grid.shape[1]
+        assert "9" in str(app.screen.query_one("#map-legend").render())
+        await pilot.press("escape", "plus", "e")
+        await pilot.press("q")
+    assert [p.name for p in tiny_z2.glob("cuvae-z2-epoch2-main-T1.1*.png")] == ["cuvae-z2-epoch2-main-T1.1.png"]
+
+
+def test_fashion_class_names_in_the_legend():
+    from cuvae_tui.screens.latent_map import legend
+
+    from cuvae_tui.classes import class_names
+
+    assert "Ankle boot" in legend(class_names("fashion-mnist")).plain
+    assert class_names("mnist")[3] == "3"
+
+
+@sync
+async def test_status_keeps_brackets_and_q_after_an_error_exits_non_zero(tmp_path):
+    app = make_app(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "1"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.prepared is not None, what="the run")
+        app.post_message(__import__("cuvae_tui.messages", fromlist=["Failed"]).Failed(
+            "pip install 'cuvae[cuda12]' for the GPU", app.generation))
+        await wait_for(pilot, lambda: app.error is not None, what="the error")
+        assert "[cuda12]" in str(app.query_one("#message").render())
+        await pilot.press("q")
+    assert app.return_code == 1
+
+
+@sync
+async def test_compare_screen_fills_in_and_queued_sizes_train(tmp_path):
+    runs = tmp_path / "runs"
+    app = make_app(["--runs", str(runs), *TINY, "--epochs", "1", "--latent", "3"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.finished is not None, what="z=3 to finish")
+        t0 = app.elapsed
+        await pilot.press("l")
+        assert any(z == 3 for z, _ in app.screen.choices)  # a trained size that is no preset
+        await pilot.press("escape")
+        await pilot.press("c")
+        screen = app.screen
+        assert type(screen).__name__ == "CompareScreen"
+        await wait_for(pilot, lambda: 3 in screen.rows, what="z=3 in the table")
+        await pilot.click("#compare-queue")
+        await pilot.press("2", "space", "4", "enter")
+        await wait_for(pilot, lambda: {2, 3, 4} <= set(screen.rows), timeout=60, what="the queued sizes")
+        table = screen.query_one("#compare-table").render()
+        assert table is not None and all((runs / f"default-mnist-vae-z{z}" / "checkpoint.npz").exists() for z in (2, 4))
+        assert len(screen.query(DigitGrid)) == 1 + 3 * 2  # the test digits, then recon + samples per size
+        await pilot.press("escape")
+        assert app.elapsed_by_latent[3] == pytest.approx(t0)  # the clock of z=3 was kept
+        await pilot.press("q")
