@@ -16,6 +16,16 @@ def format_epoch(m: dict) -> str:
             f"{m['seconds']:.1f} s  {m['examples_per_s']:,.0f} ex/s")
 
 
+def describe_protocol(config: dict) -> str:
+    """One line on what the test figures mean: the protocol, and for SSE that the loss is unnormalised."""
+    from cuvae.data.protocol import protocol
+
+    line = f"test figures: {protocol(config.get('binarize', 'none'), config.get('test_binarize', 'none'))} protocol"
+    if config.get("likelihood") == "gaussian":
+        line += "; the gaussian loss is a sum of squared errors, an unnormalised log-likelihood (not comparable with papers)"
+    return line
+
+
 class ConsoleReporter:
     """Progress bar per epoch on stderr and one summary line per epoch; ``json_lines`` prints metrics instead."""
 
@@ -30,6 +40,7 @@ class ConsoleReporter:
             self.epochs = event.config["epochs"]
             verb = f"resuming after epoch {event.start_epoch}" if event.start_epoch else "training"
             self.console.print(f"{verb}: {event.config['epochs']} epochs, {event.steps_per_epoch} steps each, run dir {event.run_dir}")
+            self.console.print(describe_protocol(event.config))
         elif isinstance(event, StepMetrics):
             self._progress(event)
         elif isinstance(event, EpochEnded):

@@ -169,7 +169,8 @@ def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
            "iwae_nll": ev["iwae_nll"], "iwae_k": spec.iwae_k if ev["iwae_nll"] is not None else None,
            "active_units": ev["active_units"], "sharpness": an["sharpness_recon"],
            "sharpness_samples": an["sharpness_samples"], "mutual_info": an["mutual_info"], "marginal_kl": an["marginal_kl"],
-           "train_seconds": seconds, "examples_per_s": sum(rates) / len(rates) if rates else None}
+           "train_seconds": seconds, "examples_per_s": sum(rates) / len(rates) if rates else None,
+           "protocol": ev["protocol"]}
     atomic_write_bytes(path, lambda f: f.write(json.dumps({"key": key, "row": row}, indent=2).encode()))
     return {**row, "_cached": False}
 

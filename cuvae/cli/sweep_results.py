@@ -11,7 +11,7 @@ from pathlib import Path
 
 CSV_FIELDS = ("model", "latent", "seed", "status", "epochs", "test_loss", "test_recon", "test_kl", "iwae_nll", "iwae_k",
               "active_units", "sharpness", "sharpness_samples", "mutual_info", "marginal_kl", "train_seconds",
-              "examples_per_s", "run_dir", "error")
+              "examples_per_s", "protocol", "run_dir", "error")
 # columns of the summary table: (key, header, format)
 SUMMARY = (("test_loss", "test -ELBO", ".2f"), ("test_recon", "recon", ".2f"), ("test_kl", "KL", ".2f"),
            ("iwae_nll", "IWAE NLL", ".2f"), ("active_units", "active", ".1f"), ("sharpness", "sharp recon", ".3f"),
@@ -32,7 +32,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             groups.setdefault((r["model"], r["latent"]), []).append(r)
     out = []
     for (model, latent), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "vae", kv[0][0], kv[0][1])):
-        s = {"model": model, "latent": latent, "seeds": [r["seed"] for r in rs]}
+        s = {"model": model, "latent": latent, "seeds": [r["seed"] for r in rs],
+             "protocol": "; ".join(sorted({r.get("protocol") or "continuous" for r in rs}))}
         for key, _, _ in SUMMARY:
             vals = [r[key] for r in rs if r.get(key) is not None]
             if vals:
@@ -82,6 +83,9 @@ def markdown_table(summary, rows, iwae_k) -> str:
     notes = ["", f"Mean ± sample standard deviation over seeds. Losses in nats per test example; IWAE with k={iwae_k} "
                  "importance samples; sharpness = Laplacian energy relative to the test digits' own (1.0 = as sharp as "
                  "the data); MI + marginal KL = KL (ELBO surgery on the test set)."]
+    protocols = sorted({r.get("protocol") or "continuous" for r in rows if r["status"] != "failed"})
+    if protocols:
+        notes.append(f"Protocol: {'; '.join(protocols)}.")
     notes += [f"- failed: {run_name(r['model'], r['latent'], r['seed'])}: {r['error']}" for r in failed]
     return "\n".join(lines + notes) + "\n"
 
@@ -89,7 +93,8 @@ def markdown_table(summary, rows, iwae_k) -> str:
 def rich_table(summary, iwae_k, title="sweep"):
     from rich.table import Table
 
-    table = Table(title=title)
+    protocols = sorted({s["protocol"] for s in summary if s.get("protocol")})
+    table = Table(title=title, caption=f"protocol: {'; '.join(protocols)}" if protocols else None)
     for i, h in enumerate(_headers(iwae_k)):
         table.add_column(h, justify="left" if i == 0 else "right")
     for s in summary:
