@@ -26,6 +26,18 @@ def describe_protocol(config: dict) -> str:
     return line
 
 
+def describe_objective(config: dict) -> str:
+    """One line on a non-default objective, schedule or Adam epsilon; empty for the plain ELBO at a fixed rate."""
+    parts = []
+    if config.get("objective", "elbo") != "elbo" or config.get("samples", 1) != 1:
+        parts.append(f"objective {config['objective']} with K={config['samples']} samples per example")
+    if config.get("schedule", "constant") != "constant":
+        parts.append(f"{config['schedule']} learning-rate schedule over {config['epochs']} epochs")
+    if config.get("adam_eps", 1e-8) != 1e-8:
+        parts.append(f"Adam eps {config['adam_eps']:g}")
+    return "; ".join(parts)
+
+
 class ConsoleReporter:
     """Progress bar per epoch on stderr and one summary line per epoch; ``json_lines`` prints metrics instead."""
 
@@ -41,6 +53,8 @@ class ConsoleReporter:
             verb = f"resuming after epoch {event.start_epoch}" if event.start_epoch else "training"
             self.console.print(f"{verb}: {event.config['epochs']} epochs, {event.steps_per_epoch} steps each, run dir {event.run_dir}")
             self.console.print(describe_protocol(event.config))
+            if describe_objective(event.config):
+                self.console.print(describe_objective(event.config))
         elif isinstance(event, StepMetrics):
             self._progress(event)
         elif isinstance(event, EpochEnded):

@@ -39,7 +39,7 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=0, device="auto",
     from cuvae.cli.console import PictureWriter
     from cuvae.data import load_dataset
     from cuvae.engine.events import SamplesReady
-    from cuvae.data.protocol import protocol, test_images
+    from cuvae.data.protocol import protocol, evaluation_images
     from cuvae.engine.trainer import PREVIEW
 
     ckpt = load_checkpoint(run_dir)
@@ -54,7 +54,7 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=0, device="auto",
     params = backend.to_device(ckpt.params.astype(model.dtype))
     P = model.layout.views(params)
     test_binarize = test_binarize or cfg.test_binarize
-    x = backend.to_device(test_images(data.test_x, cfg.binarize, test_binarize, model.dtype))
+    x = backend.to_device(evaluation_images(data.test_x, cfg.binarize, test_binarize, model.dtype))
 
     result = {"run_dir": str(run_dir), "epoch": ckpt.epoch, "model": cfg.arch.describe(), "likelihood": cfg.likelihood,
               "test_examples": int(x.shape[0]), "protocol": protocol(cfg.binarize, test_binarize),
@@ -161,7 +161,7 @@ def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None,
     from cuvae.backends.backend import get_backend
     from cuvae.engine.checkpoint import load_checkpoint
     from cuvae.data import load_dataset
-    from cuvae.data.protocol import test_images
+    from cuvae.data.protocol import evaluation_images
     from cuvae.measure.analysis import elbo_surgery, sharpness_scores
 
     ckpt = load_checkpoint(run_dir)
@@ -171,7 +171,7 @@ def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None,
                         progress=progress, log=log or (lambda *_: None))
     model = cfg.build_model(backend.ops)
     P = model.layout.views(backend.to_device(ckpt.params.astype(model.dtype)))
-    x = backend.to_device(test_images(data.test_x, cfg.binarize, cfg.test_binarize, model.dtype))
+    x = backend.to_device(evaluation_images(data.test_x, cfg.binarize, cfg.test_binarize, model.dtype))
     vae = cfg.model == "vae"
     out = sharpness_scores(model, P, x, shape=tuple(data.image_shape), n=n_sharp, seed=seed, samples=vae)
     if vae:

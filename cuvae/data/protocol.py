@@ -15,7 +15,7 @@ TEST_SEED = 20_24  # numpy.random.default_rng(2024).random(test_x.shape) < pixel
 TEST_BINARIZE = ("auto", "none", "fixed")
 
 
-def test_binarization(binarize: str, test_binarize: str | None) -> str:
+def resolve_test_binarize(binarize: str, test_binarize: str | None) -> str:
     """``none`` (grey levels) or ``fixed`` (the fixed Bernoulli sample) for a run's options."""
     if test_binarize in (None, "auto"):
         return "fixed" if binarize in ("static", "dynamic") else "none"
@@ -24,15 +24,15 @@ def test_binarization(binarize: str, test_binarize: str | None) -> str:
     return test_binarize
 
 
-def test_images(images_u8, binarize: str, test_binarize: str | None, dtype):
+def evaluation_images(images_u8, binarize: str, test_binarize: str | None, dtype):
     """The test images a run is evaluated on, as [0, 1] floats."""
-    fixed = test_binarization(binarize, test_binarize) == "fixed"
+    fixed = resolve_test_binarize(binarize, test_binarize) == "fixed"
     return prepare_images(images_u8, "static" if fixed else "none", dtype)
 
 
 def protocol(binarize: str, test_binarize: str | None) -> str:
     """The protocol's name, as written beside every figure."""
-    fixed = test_binarization(binarize, test_binarize) == "fixed"
+    fixed = resolve_test_binarize(binarize, test_binarize) == "fixed"
     if not fixed:
         return "continuous" if binarize == "none" else f"continuous test ({binarize} train)"
     if binarize == "static":

@@ -23,7 +23,7 @@ from cuvae.measure import evaluation
 from cuvae.backends.backend import Backend
 from cuvae.engine.checkpoint import Checkpoint, save_checkpoint
 from cuvae.data.base import prepare_images
-from cuvae.data.protocol import protocol, test_images
+from cuvae.data.protocol import protocol, evaluation_images
 from cuvae.engine import objective, schedules
 from cuvae.engine.config import TrainConfig
 from cuvae.engine.events import EpochEnded, Listener, Notice, RunStarted, SamplesReady, StepMetrics, TrainingFinished
@@ -58,7 +58,7 @@ class Trainer:
         self.epoch = resume.epoch if resume else 0
 
         self.train_x = backend.to_device(prepare_images(dataset.train_x, config.binarize, self.dtype))
-        self.test_x = backend.to_device(test_images(dataset.test_x, config.binarize, config.test_binarize, self.dtype))
+        self.test_x = backend.to_device(evaluation_images(dataset.test_x, config.binarize, config.test_binarize, self.dtype))
         self.protocol = protocol(config.binarize, config.test_binarize)
         self._loss_and_grad, self._k = objective.train_step(self.model, config)  # K noise rows per example
         B, L = config.batch_size, config.latent
