@@ -95,3 +95,12 @@ def test_bad_combinations_are_one_line_errors(offline_env, tmp_path):
         r = run_cli(["-m", "cuvae.train", *TINY, "--epochs", "1", "--out", str(tmp_path / "x"), *extra], env=offline_env)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_results_table_names_the_protocol_and_old_rows_read_as_continuous():
+    from cuvae.cli.sweep_results import markdown_table, summarise
+
+    base = {"model": "vae", "latent": 2, "seed": 0, "status": "trained", "test_loss": 100.0}
+    rows = [{**base, "protocol": protocol("dynamic", "auto")}, {**base, "latent": 3}]  # the second: an old cached row
+    md = markdown_table(summarise(rows), rows, 5)
+    assert f"Protocol: {protocol('dynamic', 'auto')}; continuous." in md
