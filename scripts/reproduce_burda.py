@@ -128,7 +128,7 @@ def main() -> int:
         return 0
 
     from cuvae.data import load_dataset
-    from cuvae.data.protocol import test_images
+    from cuvae.data.protocol import evaluation_images
 
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.threads:
@@ -138,7 +138,7 @@ def main() -> int:
     dataset = load_dataset("mnist", data_dir=args.data_dir, log=log)
     if dataset.is_subset:
         log("warning: the bundled 10k/2k subset, not full MNIST: the figures are not comparable with the paper's")
-    test_x = test_images(dataset.test_x, "dynamic", "auto", "float32")  # the fixed binarised sample, for both
+    test_x = evaluation_images(dataset.test_x, "dynamic", "auto", "float32")  # the fixed binarised sample, for both
     results = []
     t0 = time.perf_counter()
     for row in args.rows:

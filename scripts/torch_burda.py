@@ -115,7 +115,7 @@ def train(train_x, test_x, *, objective="vae", k=1, epochs=3, batch=20, seed=0, 
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         seconds = time.perf_counter() - t0
         t_train += seconds
         rec = {"epoch": epoch + 1, "train_loss": total / n, "seconds": seconds}
