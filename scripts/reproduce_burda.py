@@ -113,7 +113,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, help="MNIST folder (default: cuvae's usual lookup)")
     p.add_argument("--epochs", type=int, default=10, help="passes over the training set (default 10, about 0.3%% of "
-                   "the paper's 3280: on one free core roughly 4 min of training for cuvae's two rows and 15 for "
+                   "the paper's 3280: on one free core roughly 4 min of training for cuvae's two rows and ~25 for "
                    "PyTorch's, plus the IWAE evaluations)")
     p.add_argument("--iwae-k", type=int, default=5000, help="importance samples for the test NLL (default 5000, the paper's)")
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=["vae", "iwae5"])
