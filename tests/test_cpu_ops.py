@@ -54,6 +54,15 @@ def test_relu_and_backward(dt, parallel):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
+def test_tanh_and_backward(dt, parallel):
+    h = data(dt, 9, 11, scale=3.0)
+    a, b = fast.tanh(h.copy()), ref.tanh(h.copy())
+    close(a, b, dt)
+    dh = data(dt, 9, 11, seed=4)
+    close(fast.tanh_backward(dh.copy(), a), ref.tanh_backward(dh.copy(), b), dt)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("name", ["sigmoid", "bernoulli_nll", "sse", "bernoulli_nll_grad", "sse_grad"])
 def test_pixel_ops(dt, name, parallel):
     logits = data(dt, 6, 50, scale=8.0)

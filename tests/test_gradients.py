@@ -47,6 +47,17 @@ def test_relu_backward():
     check(f, pre, ops.relu_backward(dy.copy(), h), "relu")
 
 
+def test_tanh_backward():
+    pre = rng.normal(scale=2, size=(6, 4))
+    dy = rng.normal(size=(6, 4))
+
+    def f():
+        return (ops.tanh(pre.copy()) * dy).sum()
+
+    h = ops.tanh(pre.copy())
+    check(f, pre, ops.tanh_backward(dy.copy(), h), "tanh", k=24)
+
+
 @pytest.mark.parametrize("kind", ["bernoulli", "sse"])
 def test_likelihood_grads(kind):
     logits = rng.normal(scale=3, size=(4, 9))
@@ -97,11 +108,12 @@ def test_logvar_convention_variance_of_z():
 
 
 @pytest.mark.parametrize(
-    "likelihood,kind,hidden",
-    [("bernoulli", "vae", (6, 5)), ("gaussian", "vae", (6, 5)), ("bernoulli", "ae", (7,)), ("gaussian", "vae", ())],
+    "likelihood,kind,hidden,activation",
+    [("bernoulli", "vae", (6, 5), "relu"), ("gaussian", "vae", (6, 5), "relu"), ("bernoulli", "ae", (7,), "relu"),
+     ("gaussian", "vae", (), "relu"), ("bernoulli", "vae", (6, 5), "tanh"), ("gaussian", "ae", (7,), "tanh")],
 )
-def test_whole_model_every_parameter(likelihood, kind, hidden):
-    arch = Arch(in_dim=10, hidden=hidden, latent=3, likelihood=likelihood, kind=kind)
+def test_whole_model_every_parameter(likelihood, kind, hidden, activation):
+    arch = Arch(in_dim=10, hidden=hidden, latent=3, likelihood=likelihood, kind=kind, activation=activation)
     model = VAE(arch, ops, dtype=np.float64)
     flat = init_params(model.layout, model.linear_names, "pytorch", seed=3, dtype=np.float64)
     flat *= 3.0  # larger weights: fewer dead ReLUs, stronger signal

@@ -68,6 +68,7 @@ def test_results_files(first_sweep):
     assert len(data["runs"]) == 4 and len(data["summary"]) == 4 and data["iwae_k"] == 5
     md = (out / "results.md").read_text()
     assert "| vae | 2 |" in md and "IWAE NLL (k=5)" in md and "| ae | 3 |" in md
+    assert table[0]["protocol"] == "continuous" and "Protocol: continuous." in md
     with Image.open(out / "latent_comparison.png") as im:
         # rows: data + 4 reconstructions + 2 VAE prior rows; 10 digit classes; scale 2 (56 px + 2 pad)
         assert im.height == 16 + 7 * 58 + 2

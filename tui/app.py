@@ -407,7 +407,8 @@ class CuvaeApp(App):
     def _show_metrics(self, m: dict) -> None:
         self.main.query_one("#metrics", Static).update(
             f"epoch {m['epoch']}: train {m['train_loss']:.2f} · test {m['test_loss']:.2f} "
-            f"= recon {m['test_recon']:.2f} + KL {m['test_kl']:.2f} · active {m['active_units']}/{self.latent}")
+            f"= recon {m['test_recon']:.2f} + KL {m['test_kl']:.2f} · active {m['active_units']}/{self.latent}"
+            + ("" if m.get("protocol", "continuous") == "continuous" else f" · {m['protocol']}"))
 
     def _clear_pictures(self, why: str) -> None:
         for grid, what in ((self.main.query_one("#recon", DigitGrid), "reconstructions"),

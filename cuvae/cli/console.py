@@ -16,6 +16,28 @@ def format_epoch(m: dict) -> str:
             f"{m['seconds']:.1f} s  {m['examples_per_s']:,.0f} ex/s")
 
 
+def describe_protocol(config: dict) -> str:
+    """One line on what the test figures mean: the protocol, and for SSE that the loss is unnormalised."""
+    from cuvae.data.protocol import protocol
+
+    line = f"test figures: {protocol(config.get('binarize', 'none'), config.get('test_binarize', 'none'))} protocol"
+    if config.get("likelihood") == "gaussian":
+        line += "; the gaussian loss is a sum of squared errors, an unnormalised log-likelihood (not comparable with papers)"
+    return line
+
+
+def describe_objective(config: dict) -> str:
+    """One line on a non-default objective, schedule or Adam epsilon; empty for the plain ELBO at a fixed rate."""
+    parts = []
+    if config.get("objective", "elbo") != "elbo" or config.get("samples", 1) != 1:
+        parts.append(f"objective {config['objective']} with K={config['samples']} samples per example")
+    if config.get("schedule", "constant") != "constant":
+        parts.append(f"{config['schedule']} learning-rate schedule over {config['epochs']} epochs")
+    if config.get("adam_eps", 1e-8) != 1e-8:
+        parts.append(f"Adam eps {config['adam_eps']:g}")
+    return "; ".join(parts)
+
+
 class ConsoleReporter:
     """Progress bar per epoch on stderr and one summary line per epoch; ``json_lines`` prints metrics instead."""
 
@@ -32,6 +54,9 @@ class ConsoleReporter:
             n = event.config["epochs"]
             self.console.print(f"{verb}: {n} epoch{'' if n == 1 else 's'}, {event.steps_per_epoch} steps each, "
                                f"run dir {event.run_dir}")
+            self.console.print(describe_protocol(event.config))
+            if describe_objective(event.config):
+                self.console.print(describe_objective(event.config))
         elif isinstance(event, StepMetrics):
             self._progress(event)
         elif isinstance(event, EpochEnded):

@@ -12,6 +12,7 @@ from cuvae.engine.options import nonneg_int, positive_int, run_main, stderr_cons
 
 def build_parser() -> argparse.ArgumentParser:
     from cuvae.backends.backend import DEVICES
+    from cuvae.data.protocol import TEST_BINARIZE
 
     p = argparse.ArgumentParser(prog="cuvae-evaluate", description="Evaluate a trained cuvae run on the test set.",
                                 epilog="example: cuvae-evaluate runs/RUN --iwae-k 1000 --json")
@@ -21,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=nonneg_int, default=None,
                    help="seed for the evaluation noise (default: the run's --seed, the one its training used "
                         "for the test figures in metrics.jsonl)")
+    p.add_argument("--test-binarize", choices=TEST_BINARIZE,
+                   help="test images: the run's choice by default (binarised runs: one fixed Bernoulli sample, seed 2024; "
+                        "runs from before the protocol: as they were trained); none: grey levels; fixed: the fixed sample")
     p.add_argument("--device", choices=DEVICES, default="auto", help="cpu, gpu or auto (default)")
     p.add_argument("--data-dir", type=Path, help="folder with the dataset's IDX files (default: where the run's data came from)")
     p.add_argument("--no-pictures", action="store_true", help="do not write reconstructions.png and samples.png")
@@ -29,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=None, device="auto", data_dir=None, pictures=True,
-                 log=None, progress=True) -> dict:
+                 log=None, progress=True, test_binarize=None) -> dict:
     """Evaluate a run directory; returns the result dict (the keys of ``--json``).
 
     ``seed`` None is the run's own seed, the one the trainer evaluated the test set with, so that a
@@ -39,7 +43,7 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=None, device="aut
     from cuvae.backends.backend import get_backend
     from cuvae.engine.checkpoint import load_checkpoint
     from cuvae.data import load_dataset
-    from cuvae.data.base import prepare_images
+    from cuvae.data.protocol import evaluation_images, protocol
     from cuvae.engine.provenance import data_dir_for_resume
     from cuvae.errors import CuvaeError
 
@@ -58,20 +62,23 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=None, device="aut
     model = cfg.build_model(backend.ops)
     params = backend.to_device(ckpt.params.astype(model.dtype))
     P = model.layout.views(params)
-    x = backend.to_device(prepare_images(data.test_x, cfg.binarize, model.dtype))
+    test_binarize = test_binarize or cfg.test_binarize
+    x = backend.to_device(evaluation_images(data.test_x, cfg.binarize, test_binarize, model.dtype))
 
     result = {"run_dir": str(run_dir), "epoch": ckpt.epoch, "model": cfg.arch.describe(), "likelihood": cfg.likelihood,
               "test_examples": int(x.shape[0]), "eval_seed": seed,
-              "data_source": data.source.replace("first 1 of ", "")}
+              "data_source": data.source.replace("first 1 of ", ""), "protocol": protocol(cfg.binarize, test_binarize),
+              "objective": cfg.objective, "samples": cfg.samples}
     terms = evaluation.elbo(model, P, x, seed=seed)
     result.update({k: terms[k] for k in ("test_loss", "test_recon", "test_kl", "active_units")})
     if cfg.model == "vae":
         bar = _bar(int(x.shape[0]) * iwae_k, progress)
-        result["iwae_nll"] = evaluation.iwae_nll(model, P, x, k=iwae_k, seed=seed, progress=bar)
+        est = evaluation.iwae_estimate(model, P, x, k=iwae_k, seed=seed, progress=bar)
         if bar:
             bar(None)
+        result.update(iwae_nll=est["nll"], iwae_se=est["se"], iwae_seconds=est["seconds"])
     else:
-        result["iwae_nll"] = None
+        result.update(iwae_nll=None, iwae_se=None, iwae_seconds=None)
     result["iwae_k"] = iwae_k
     if cfg.likelihood == "logistic":  # discrete over the 256 levels: bits per subpixel
         from cuvae.nn.conv_model import bits_per_dim
@@ -133,7 +140,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     console = stderr_console()
     result = evaluate_run(args.run_dir, iwae_k=args.iwae_k, test_size=args.test_size, seed=args.seed, device=args.device,
-                          data_dir=args.data_dir, pictures=not args.no_pictures, log=console.print, progress=not args.json)
+                          data_dir=args.data_dir, pictures=not args.no_pictures, log=console.print, progress=not args.json,
+                          test_binarize=args.test_binarize)
     if args.json:
         print(json.dumps(result))
         if "pictures_error" in result:
@@ -142,14 +150,16 @@ def main(argv=None) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(title=f"{result['model']} - epoch {result['epoch']} - {result['test_examples']:,} test examples")
+    table = Table(title=f"{result['model']} - epoch {result['epoch']} - {result['test_examples']:,} test examples",
+                  caption=f"protocol: {result['protocol']}")
     table.add_column("metric")
     table.add_column("value (nats per example)", justify="right")
     table.add_row("test negative ELBO", f"{result['test_loss']:.3f}")
     table.add_row("  reconstruction", f"{result['test_recon']:.3f}")
     table.add_row("  KL to N(0, I)", f"{result['test_kl']:.3f}")
     if result["iwae_nll"] is not None:
-        table.add_row(f"importance-weighted NLL (k={result['iwae_k']})", f"{result['iwae_nll']:.3f}")
+        table.add_row(f"importance-weighted NLL (k={result['iwae_k']}, {result['iwae_seconds']:.1f} s)",
+                      f"{result['iwae_nll']:.3f} ± {result['iwae_se']:.3f}")
     if "test_bpd" in result:
         table.add_row("test negative ELBO in bits/dim", f"{result['test_bpd']:.4f}")
     if result.get("iwae_bpd") is not None:
@@ -164,6 +174,8 @@ def main(argv=None) -> int:
             f"as a Gaussian NLL with variance 1/2 it is {result['test_loss_normalised']:.3f} nats "
             f"(SSE + {result['gaussian_dims']}/2 ln pi = SSE + {result['gaussian_nll_offset']:.3f}). The importance-weighted NLL uses the "
             f"normalised density. Do not compare either with Bernoulli numbers.")
+    if result["iwae_nll"] is not None:
+        console.print("± is the standard error over test examples (sampling error of the average, not the bound's bias)")
     if "pictures_error" in result:  # the figures above are printed first: nothing is lost
         console.print(f"error: {result['pictures_error']}")
         return 2
@@ -181,7 +193,7 @@ def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None,
     from cuvae.backends.backend import get_backend
     from cuvae.engine.checkpoint import load_checkpoint
     from cuvae.data import load_dataset
-    from cuvae.data.base import prepare_images
+    from cuvae.data.protocol import evaluation_images
     from cuvae.measure.analysis import elbo_surgery, sharpness_scores
 
     ckpt = load_checkpoint(run_dir)
@@ -193,7 +205,7 @@ def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None,
                         progress=progress, log=log or (lambda *_: None))
     model = cfg.build_model(backend.ops)
     P = model.layout.views(backend.to_device(ckpt.params.astype(model.dtype)))
-    x = backend.to_device(prepare_images(data.test_x, cfg.binarize, model.dtype))
+    x = backend.to_device(evaluation_images(data.test_x, cfg.binarize, cfg.test_binarize, model.dtype))
     vae = cfg.model == "vae"
     out = sharpness_scores(model, P, x, shape=tuple(data.image_shape), n=n_sharp, seed=seed, samples=vae)
     if vae:

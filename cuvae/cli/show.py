@@ -46,7 +46,7 @@ def load_run(run_dir, *, device="auto", data_dir=None, test_size=None) -> Loaded
     from cuvae.backends.backend import get_backend
     from cuvae.engine.checkpoint import load_checkpoint
     from cuvae.data import load_dataset
-    from cuvae.data.base import prepare_images
+    from cuvae.data.protocol import evaluation_images
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -61,7 +61,7 @@ def load_run(run_dir, *, device="auto", data_dir=None, test_size=None) -> Loaded
                         progress=False, log=lambda *_: None)
     model = cfg.build_model(backend.ops)
     P = model.layout.views(backend.to_device(ckpt.params.astype(model.dtype)))
-    x = backend.to_device(prepare_images(data.test_x, cfg.binarize, model.dtype))
+    x = backend.to_device(evaluation_images(data.test_x, cfg.binarize, cfg.test_binarize, model.dtype))
     title = f"{cfg.arch.describe()}, epoch {ckpt.epoch}"
     return Loaded(model, P, x, np.asarray(data.test_y), tuple(data.image_shape), title, backend)
 

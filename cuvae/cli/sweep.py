@@ -185,7 +185,8 @@ def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
            "sharpness_samples": an["sharpness_samples"], "mutual_info": an["mutual_info"], "marginal_kl": an["marginal_kl"],
            "train_seconds": seconds, "examples_per_s": sum(rates) / len(rates) if rates else None,
            "eval_seed": eval_seed, "likelihood": config.likelihood,
-           "data": (ckpt.data or {}).get("source") or ev["data_source"]}  # what it trained on
+           "data": (ckpt.data or {}).get("source") or ev["data_source"],  # what it trained on
+           "protocol": ev["protocol"]}
     atomic_write_bytes(path, lambda f: f.write(json.dumps({"key": key, "row": row}, indent=2).encode()))
     return {**row, "_cached": False}
 

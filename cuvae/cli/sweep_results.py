@@ -11,7 +11,7 @@ from pathlib import Path
 
 CSV_FIELDS = ("model", "latent", "seed", "status", "epochs", "test_loss", "test_recon", "test_kl", "iwae_nll", "iwae_k",
               "active_units", "sharpness", "sharpness_samples", "mutual_info", "marginal_kl", "train_seconds",
-              "examples_per_s", "run_dir", "error", "eval_seed", "likelihood", "data")
+              "examples_per_s", "protocol", "run_dir", "error", "eval_seed", "likelihood", "data")
 RESULT = "result.json"  # each run's saved evaluation: {"key": ..., "row": ...}
 # columns of the summary table: (key, header, format)
 SUMMARY = (("test_loss", "test -ELBO", ".2f"), ("test_recon", "recon", ".2f"), ("test_kl", "KL", ".2f"),
@@ -67,7 +67,8 @@ def summarise(rows: list[dict]) -> list[dict]:
             groups.setdefault((r["model"], r["latent"]), []).append(r)
     out = []
     for (model, latent), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "vae", kv[0][0], kv[0][1])):
-        s = {"model": model, "latent": latent, "seeds": [r["seed"] for r in rs]}
+        s = {"model": model, "latent": latent, "seeds": [r["seed"] for r in rs],
+             "protocol": "; ".join(sorted({r.get("protocol") or "continuous" for r in rs}))}
         for key, _, _ in SUMMARY:
             vals = [r[key] for r in rs if r.get(key) is not None]
             if vals:
@@ -123,6 +124,9 @@ def markdown_table(summary, rows, iwae_k) -> str:
     data = sorted({r["data"] for r in rows if r.get("data")})
     if data:
         notes.append("Data: " + "; ".join(data) + ".")
+    protocols = sorted({r.get("protocol") or "continuous" for r in rows if r["status"] != "failed"})
+    if protocols:
+        notes.append(f"Protocol: {'; '.join(protocols)}.")
     notes += [f"- earlier: {run_name(r['model'], r['latent'], r['seed'])}: from its last successful evaluation"
               for r in rows if r["status"] == "earlier"]
     notes += [f"- failed: {run_name(r['model'], r['latent'], r['seed'])}: {r['error']}" for r in failed]
@@ -138,7 +142,9 @@ def rich_table(summary, iwae_k, title="sweep", rows=()):
     from rich.table import Table
 
     gaussian = any(r.get("likelihood") == "gaussian" for r in rows)
-    table = Table(title=title, caption=GAUSSIAN_NOTE if gaussian else None)
+    protocols = sorted({s["protocol"] for s in summary if s.get("protocol")})
+    caption = "\n".join(([f"protocol: {'; '.join(protocols)}"] if protocols else []) + ([GAUSSIAN_NOTE] if gaussian else []))
+    table = Table(title=title, caption=caption or None)
     for i, h in enumerate(_headers(iwae_k)):
         table.add_column(h, justify="left" if i == 0 else "right")
     for s in summary:

@@ -3,7 +3,8 @@
 - :mod:`~cuvae.data.base`: the :class:`Dataset` record, size checks, the cache folder;
 - :mod:`~cuvae.data.mnist`: IDX files, their lookup order, the bundled MNIST subset;
 - :mod:`~cuvae.data.images`: CIFAR-10 and folders/zips of PNG or JPEG images;
-- :mod:`~cuvae.data.download`: atomic, checksummed downloads with retries.
+- :mod:`~cuvae.data.download`: atomic, checksummed downloads with retries;
+- :mod:`~cuvae.data.protocol`: which test images a run is scored on (the fixed binarised sample) and its name.
 
 May import: :mod:`cuvae.errors`, :mod:`cuvae.atomic`; never a model, the engine or a face.
 """

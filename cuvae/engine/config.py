@@ -21,6 +21,13 @@ RECIPES = {
     "chapter": dict(hidden=(256, 128), latent=8, likelihood="gaussian", init="glorot", batch_size=100, lr=1e-3),
     # The PyTorch examples' VAE: 784-400-20, BCE, batch 128, Adam 1e-3.
     "pytorch-example": dict(hidden=(400,), latent=20, likelihood="bernoulli", init="pytorch", batch_size=128, lr=1e-3),
+    # Burda et al. (2016), one stochastic layer: 784-200-200-50, tanh, Bernoulli, dynamic binarisation, batch 20,
+    # Adam (0.9, 0.999, eps 1e-4), 3,280 passes at 1e-3 * 10^(-i/7) for 3^i passes (i = 0..7); --epochs shortens it.
+    "burda-vae": dict(hidden=(200, 200), latent=50, likelihood="bernoulli", init="glorot", activation="tanh",
+                      binarize="dynamic", batch_size=20, lr=1e-3, adam_eps=1e-4, schedule="burda", epochs=3280),
+    "burda-iwae": dict(hidden=(200, 200), latent=50, likelihood="bernoulli", init="glorot", activation="tanh",
+                       binarize="dynamic", batch_size=20, lr=1e-3, adam_eps=1e-4, schedule="burda", epochs=3280,
+                       objective="iwae", samples=5),
 }
 
 
@@ -47,6 +54,12 @@ class TrainConfig:
     arch_type: str = "mlp"  # "mlp" (cuvae.nn.model.VAE) or "conv" (cuvae.nn.conv_model.ConvVAE)
     channels: tuple[int, ...] = (32, 64, 128)  # conv only: channels of the stride-2 convolutions
     image_shape: tuple[int, ...] | None = None  # (C, H, W); None: looked up from the dataset
+    activation: str = "relu"  # MLP hidden layers: relu or tanh
+    objective: str = "elbo"  # elbo (K-sample average) or iwae (Burda et al.'s bound); see cuvae.nn.objectives
+    samples: int = 1  # K: latent samples per example in the training objective
+    adam_eps: float = 1e-8
+    schedule: str = "constant"  # learning rate: constant, burda or cosine (cuvae.engine.schedules)
+    test_binarize: str = "auto"  # auto, none or fixed (cuvae.data.protocol)
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -65,6 +78,9 @@ class TrainConfig:
 
             self.image_shape = dataset_image_shape(self.dataset)
         self.image_shape = tuple(int(v) for v in self.image_shape)
+        from cuvae.engine.objective import check
+
+        check(self)
 
     @classmethod
     def from_recipe(cls, recipe: str = "default", **overrides) -> "TrainConfig":
@@ -97,7 +113,7 @@ class TrainConfig:
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise CuvaeError(f"--likelihood {self.likelihood} needs --arch conv; the MLP has bernoulli and gaussian")
         return Arch(in_dim=prod(self.image_shape), hidden=self.hidden, latent=self.latent,
-                    likelihood=self.likelihood, kind=self.model)
+                    likelihood=self.likelihood, kind=self.model, activation=self.activation)
 
     def build_model(self, ops):
         """The model this config describes, on a backend's ops."""
@@ -122,7 +138,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
+        if "test_binarize" not in d:  # a run from before the protocol: evaluated as it always was
+            d = {**d, "test_binarize": "fixed" if d.get("binarize") == "static" else "none"}
         return cls(**{k: v for k, v in d.items() if k in known})
 
     # Options that define the model's parameters; a checkpoint must agree on them.
-    ARCH_KEYS = ("dataset", "model", "hidden", "latent", "likelihood", "arch_type", "channels")
+    ARCH_KEYS = ("dataset", "model", "hidden", "latent", "likelihood", "arch_type", "channels", "activation")

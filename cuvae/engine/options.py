@@ -95,11 +95,17 @@ def add_train_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from cuvae.data import DATASETS
     from cuvae.nn.model import LIKELIHOODS, MODEL_KINDS
     from cuvae.nn.params import INITS
+    from cuvae.data.protocol import TEST_BINARIZE
+    from cuvae.engine.schedules import SCHEDULES
+    from cuvae.nn.model import ACTIVATIONS
+    from cuvae.nn.objectives import OBJECTIVES
 
     m = p.add_argument_group("model (defaults come from --recipe)")
     m.add_argument("--recipe", choices=list(RECIPES), default=None,
                    help="preset for the options below: default (256-128-8, Bernoulli), chapter (256-128-8, SSE, "
-                        "Glorot init), pytorch-example (400-20, Bernoulli, batch 128); default: default")
+                        "Glorot init), pytorch-example (400-20, Bernoulli, batch 128), burda-vae / burda-iwae "
+                        "(Burda et al. 2016: 200-200-50, tanh, dynamic binarisation, batch 20, Adam eps 1e-4, "
+                        "burda schedule over 3,280 epochs; iwae: K=5); default: default")
     m.add_argument("--latent", type=positive_int, help="latent dimensions (default 8)")
     m.add_argument("--hidden", type=positive_int, nargs="+", metavar="N", help="encoder hidden sizes; the decoder mirrors them (default 256 128)")
     m.add_argument("--arch", "--arch-type", dest="arch_type", choices=ARCH_TYPES,
@@ -110,11 +116,18 @@ def add_train_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="bernoulli: cross-entropy from logits; gaussian: sum of squared errors (the chapter's); "
                         "logistic (conv): discretised logistic, reported in bits/dim (the default for colour images)")
     m.add_argument("--model", choices=MODEL_KINDS, help="vae, or ae: a plain autoencoder of the same shape (no sampling, no KL)")
+    m.add_argument("--activation", choices=ACTIVATIONS, help="MLP hidden layers: relu (default) or tanh (Burda et al.'s)")
     m.add_argument("--init", choices=INITS, help="weight init: pytorch (U(+-1/sqrt(fan_in))) or glorot (the chapter's)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=positive_int, help="total epochs to train to (default 10)")
     t.add_argument("--batch-size", type=positive_int, help="examples per step (default 100)")
     t.add_argument("--lr", type=positive_float, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--objective", choices=OBJECTIVES, help="elbo: the K-sample average ELBO (default); iwae: Burda et al.'s "
+                                                          "importance-weighted bound with --samples K")
+    t.add_argument("--samples", type=positive_int, metavar="K", help="latent samples per example in the objective (default 1)")
+    t.add_argument("--schedule", choices=SCHEDULES, help="learning rate: constant (default); burda: 3^i passes at "
+                   "lr*10^(-i/7), i=0..7 (3,280 epochs; shrunk in proportion to --epochs); cosine: to zero")
+    t.add_argument("--adam-eps", type=positive_float, metavar="EPS", help="Adam's epsilon (default 1e-8; Burda et al.: 1e-4)")
     t.add_argument("--beta", type=nonneg_float, help="weight of the KL term (default 1)")
     t.add_argument("--kl-warmup", type=nonneg_float, metavar="EPOCHS", help="raise the KL weight linearly from 0 over this many epochs (default 0: off)")
     t.add_argument("--clip-norm", type=positive_float, help="clip the gradient's global L2 norm to this (default: off)")
@@ -126,6 +139,9 @@ def add_train_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "and test/<class>/...); default mnist")
     d.add_argument("--data-dir", type=Path, help="where the dataset lives: a folder with the four IDX files (MNIST, Fashion-MNIST; downloaded there if missing), or the CIFAR-10 tarball or its folder")
     d.add_argument("--binarize", choices=BINARIZE, help="none: [0,1] intensities (default); static: one fixed Bernoulli sample; dynamic: a new sample every epoch")
+    d.add_argument("--test-binarize", choices=TEST_BINARIZE,
+                   help="test images: auto (default): one fixed Bernoulli sample (seed 2024) when --binarize is static "
+                        "or dynamic, grey levels otherwise; none: grey levels; fixed: the fixed sample")
     d.add_argument("--train-size", type=positive_int, help="use the first N training examples")
     d.add_argument("--test-size", type=positive_int, help="use the first N test examples")
     r = p.add_argument_group("run")
@@ -139,9 +155,9 @@ def add_train_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-MODEL_FLAGS = ("latent", "hidden", "likelihood", "model", "init", "arch_type", "channels")
+MODEL_FLAGS = ("latent", "hidden", "likelihood", "model", "init", "arch_type", "channels", "activation")
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "beta", "kl_warmup", "clip_norm", "seed", "dtype", "dataset",
-               "binarize", "train_size", "test_size")
+               "binarize", "train_size", "test_size", "objective", "samples", "schedule", "adam_eps", "test_binarize")
 
 
 def config_from_args(args):
@@ -167,7 +183,7 @@ def resumed_config(args, stored):
             wanted[k] = tuple(wanted[k])
     check_same_model(stored, replace(stored, **wanted), args.resume)
     changes = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None and k != "dataset"}
-    data_keys = {"binarize", "train_size", "test_size", "seed", "dtype"} & set(changes)
+    data_keys = {"binarize", "train_size", "test_size", "seed", "dtype", "test_binarize"} & set(changes)
     if data_keys - {k for k in data_keys if changes[k] == getattr(stored, k)}:
         flags = ", ".join(f"--{k.replace('_', '-')} {getattr(stored, k)}" for k in sorted(data_keys))
         raise CuvaeError(f"--resume keeps the run's {flags}; start a new run (--out) to change them")

@@ -24,6 +24,8 @@ from cuvae.backends.backend import Backend
 from cuvae.engine import runlock
 from cuvae.engine.checkpoint import Checkpoint, save_checkpoint, write_run_config
 from cuvae.data.base import prepare_images
+from cuvae.data.protocol import protocol, evaluation_images
+from cuvae.engine import objective, schedules
 from cuvae.engine.config import TrainConfig
 from cuvae.engine.events import EpochEnded, Listener, Notice, RunStarted, SamplesReady, StepMetrics, TrainingFinished
 from cuvae.errors import CuvaeError
@@ -65,7 +67,7 @@ class Trainer:
         self.params = backend.to_device(host.astype(self.dtype))
         self.grads = xp.zeros_like(self.params)
         self.P, self.G = layout.views(self.params), layout.views(self.grads)
-        self.adam = Adam(backend.ops, layout.size, self.dtype, lr=config.lr, clip_norm=config.clip_norm)
+        self.adam = Adam(backend.ops, layout.size, self.dtype, lr=config.lr, eps=config.adam_eps, clip_norm=config.clip_norm)
         if resume:
             self.adam.m[...] = backend.to_device(resume.adam_m.astype(self.dtype))
             self.adam.v[...] = backend.to_device(resume.adam_v.astype(self.dtype))
@@ -73,16 +75,21 @@ class Trainer:
         self.epoch = resume.epoch if resume else 0
 
         self.train_x = backend.to_device(prepare_images(dataset.train_x, config.binarize, self.dtype))
-        self.test_x = backend.to_device(prepare_images(dataset.test_x, config.binarize, self.dtype))
+        self.test_x = backend.to_device(evaluation_images(dataset.test_x, config.binarize, config.test_binarize, self.dtype))
+        self.protocol = protocol(config.binarize, config.test_binarize)
+        self._loss_and_grad, self._k = objective.train_step(self.model, config)  # K noise rows per example
         B, L = config.batch_size, config.latent
         self._x = xp.empty((B, self.train_x.shape[1]), self.dtype)
         self._u = xp.empty_like(self._x)
-        self._eps = xp.empty((B, L), self.dtype)
+        self._eps = xp.empty((B * self._k, L), self.dtype)
         # GPU, float32 MLP without clipping: the device-resident step (shuffle, noise, step, Adam on the
         # device, captured in a CUDA graph unless graph=False); anything else takes the loop below
         self._graph, self._tf32 = graph, tf32
+        blocker = objective.fused_gpu_blocker(config)
+        if backend.name == "gpu" and blocker:
+            self.emit(Notice(f"the fused GPU step is ReLU, one-sample ELBO, constant lr only; {blocker}: using the plain CuPy step"))
         self._device_wanted = (backend.name == "gpu" and self.dtype == np.float32 and config.clip_norm is None
-                               and type(self.model).__name__ == "VAE")
+                               and type(self.model).__name__ == "VAE" and not blocker)
         self._device_step, self._device_proven = None, False
         self._open_device_step()
 
@@ -210,14 +217,15 @@ class Trainer:
 
         def step(start: int, b: int, k: int) -> None:
             nonlocal sums
-            x, eps = self._x[:b], self._eps[:b]
+            x, eps = self._x[:b], self._eps[:b * self._k]
             xp.take(self.train_x, perm[start : start + b], axis=0, out=x)
             if cfg.binarize == "dynamic":
                 u = self._u[:b]
                 self._draw(rng.random, u)
                 xp.copyto(x, u < x)
             self._draw(rng.standard_normal, eps)
-            loss, recon, kl = self.model.loss_and_grad(self.P, self.G, x, eps, self._beta(epoch, k))
+            self.adam.lr = schedules.lr_at(cfg.schedule, cfg.lr, schedules.progress(epoch, k, self.steps_per_epoch, cfg.epochs))
+            loss, recon, kl = self._loss_and_grad(self.P, self.G, x, eps, self._beta(epoch, k))
             self.adam.step(self.params, self.grads)
             sums += xp.stack([loss, recon, kl]).astype(np.float64) * b
 
@@ -309,7 +317,7 @@ class Trainer:
             "test_loss": test["test_loss"], "test_recon": test["test_recon"], "test_kl": test["test_kl"],
             "active_units": test["active_units"],
             "beta": self._beta(epoch, self.steps_per_epoch),
-            "seconds": seconds, "examples_per_s": n / seconds,
+            "seconds": seconds, "examples_per_s": n / seconds, "protocol": self.protocol, "lr": self.adam.lr,
         }
         if cfg.likelihood == "logistic":  # a probability mass over the 256 levels: a proper bits/dim
             from cuvae.nn.conv_model import bits_per_dim

@@ -1,8 +1,10 @@
 """The MLP VAE (and its plain-autoencoder twin), forward and backward by hand.
 
-    x -> [enc_i: linear + ReLU]* -> head: linear -> [mean | logvar]
+    x -> [enc_i: linear + act]* -> head: linear -> [mean | logvar]
       -> z = mean + exp(0.5 logvar) * eps
-      -> [dec_i: linear + ReLU]* -> out: linear -> logits -> likelihood
+      -> [dec_i: linear + act]* -> out: linear -> logits -> likelihood
+
+act is ReLU (the default) or tanh (Burda et al.'s network).
 
 The step is a pure function of (parameters, batch, eps): the trainer draws eps
 from a seeded generator and passes it in. Both heads are one ``head`` layer of
@@ -19,6 +21,7 @@ from cuvae.nn.params import Layout, init_params
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 MODEL_KINDS = ("vae", "ae")
+ACTIVATIONS = ("relu", "tanh")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Arch:
     latent: int = 8
     likelihood: str = "bernoulli"
     kind: str = "vae"  # "ae": deterministic autoencoder, z = mean, no KL
+    activation: str = "relu"  # of every hidden layer: "relu" or "tanh"
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -35,6 +39,8 @@ class Arch:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
 
     @property
     def head_width(self) -> int:
@@ -59,7 +65,8 @@ class Arch:
 
     def describe(self) -> str:
         sizes = "-".join(map(str, (self.in_dim, *self.hidden, self.latent)))
-        return f"{self.kind.upper()} {sizes}, {self.likelihood}"
+        act = "" if self.activation == "relu" else f", {self.activation}"
+        return f"{self.kind.upper()} {sizes}, {self.likelihood}{act}"
 
 
 @dataclass
@@ -82,6 +89,9 @@ class VAE:
         self.layout = arch.layout()
         self.linear_names = [name for name, _, _ in arch.linears]
         self._workspaces: dict[int, Workspace] = {}
+        # the hidden layers' activation and its backward (in place; the backward reads the output)
+        self.act = getattr(ops, arch.activation)
+        self.act_backward = getattr(ops, f"{arch.activation}_backward")
 
     def initial_params(self, init: str, seed: int) -> np.ndarray:
         """Freshly initialised flat parameters, on the host."""
@@ -114,7 +124,7 @@ class VAE:
         ops, h = self.ops, x
         for i in range(len(self.arch.hidden)):
             name = f"enc{i + 1}"
-            h = ops.relu(ops.linear(h, P[f"{name}.W"], P[f"{name}.b"], ws.act[name]))
+            h = self.act(ops.linear(h, P[f"{name}.W"], P[f"{name}.b"], ws.act[name]))
         return self.split_head(ops.linear(h, P["head.W"], P["head.b"], ws.act["head"]))
 
     def decode(self, P: dict, z, ws: Workspace):
@@ -122,7 +132,7 @@ class VAE:
         ops, h = self.ops, z
         for i in range(len(self.arch.hidden)):
             name = f"dec{i + 1}"
-            h = ops.relu(ops.linear(h, P[f"{name}.W"], P[f"{name}.b"], ws.act[name]))
+            h = self.act(ops.linear(h, P[f"{name}.W"], P[f"{name}.b"], ws.act[name]))
         return ops.linear(h, P["out.W"], P["out.b"], ws.act["out"])
 
     def sample_z(self, mean, logvar, eps, ws: Workspace):
@@ -164,14 +174,7 @@ class VAE:
         grad_fn = ops.bernoulli_nll_grad if arch.likelihood == "bernoulli" else ops.sse_grad
         grad_fn(logits, x, scale, ws.grad["out"])
 
-        # decoder, last layer first
-        dec = [f"dec{i + 1}" for i in range(len(arch.hidden))]
-        inputs = [z] + [ws.act[n] for n in dec]
-        for name, inp, below in zip(["out", *reversed(dec)], reversed(inputs), [*reversed(dec), None]):
-            dx = ws.grad[below] if below else ws.dz
-            ops.linear_backward(ws.grad[name], inp, P[f"{name}.W"], G[f"{name}.W"], G[f"{name}.b"], dx)
-            if below:
-                ops.relu_backward(dx, ws.act[below])
+        self.decoder_backward(P, G, z, ws)
 
         # latent: reparameterisation and KL
         dhead = ws.grad["head"]
@@ -184,16 +187,28 @@ class VAE:
             kl = ops.kl(mean, logvar).sum() * scale
             ops.kl_grad_add(mean, logvar, beta * scale, dmean, dlogvar)
 
-        # encoder, head first
-        enc = [f"enc{i + 1}" for i in range(len(arch.hidden))]
+        self.encoder_backward(P, G, x, ws)
+        return recon + beta * kl, recon, kl
+
+    def decoder_backward(self, P: dict, G: dict, z, ws: Workspace) -> None:
+        """From ws.grad["out"] (d loss / d logits): the decoder's parameter gradients, and d loss / dz in ws.dz."""
+        dec = [f"dec{i + 1}" for i in range(len(self.arch.hidden))]
+        inputs = [z] + [ws.act[n] for n in dec]
+        for name, inp, below in zip(["out", *reversed(dec)], reversed(inputs), [*reversed(dec), None]):
+            dx = ws.grad[below] if below else ws.dz
+            self.ops.linear_backward(ws.grad[name], inp, P[f"{name}.W"], G[f"{name}.W"], G[f"{name}.b"], dx)
+            if below:
+                self.act_backward(dx, ws.act[below])
+
+    def encoder_backward(self, P: dict, G: dict, x, ws: Workspace) -> None:
+        """From ws.grad["head"] (d loss / d [mean | logvar]): the encoder's parameter gradients."""
+        enc = [f"enc{i + 1}" for i in range(len(self.arch.hidden))]
         inputs = [x] + [ws.act[n] for n in enc]
         for name, inp, below in zip(["head", *reversed(enc)], reversed(inputs), [*reversed(enc), None]):
             dx = ws.grad[below] if below else None
-            ops.linear_backward(ws.grad[name], inp, P[f"{name}.W"], G[f"{name}.W"], G[f"{name}.b"], dx)
+            self.ops.linear_backward(ws.grad[name], inp, P[f"{name}.W"], G[f"{name}.W"], G[f"{name}.b"], dx)
             if below:
-                ops.relu_backward(dx, ws.act[below])
-
-        return recon + beta * kl, recon, kl
+                self.act_backward(dx, ws.act[below])
 
 
 def free_workspaces(model: VAE, keep: int | None = None) -> None:

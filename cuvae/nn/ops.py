@@ -45,6 +45,16 @@ class NumpyOps:
         dh *= h > 0
         return dh
 
+    # ---- tanh, in place on the pre-activation (Burda et al.'s network) ----------
+    def tanh(self, h):
+        self.xp.tanh(h, out=h)
+        return h
+
+    def tanh_backward(self, dh, h):
+        """dh *= 1 - h^2, where h is the tanh's *output*."""
+        dh *= 1.0 - h * h
+        return dh
+
     # ---- sigmoid (overflow-free, through tanh) --------------------------------
     def sigmoid(self, logits, out):
         self.xp.multiply(logits, 0.5, out=out)
