@@ -168,7 +168,8 @@ def test_fashion_class_names_in_the_legend():
 
 @sync
 async def test_status_keeps_brackets_and_q_after_an_error_exits_non_zero(tmp_path):
-    app = make_app(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "1"])
+    # a long run: a finished one may post its own "done" line over the error on a slow machine
+    app = make_app(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "100000"])
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.prepared is not None, what="the run")
         app.post_message(__import__("cuvae_tui.messages", fromlist=["Failed"]).Failed(
