@@ -18,6 +18,7 @@ a CPU backend, so ``import cuvae`` stays light.
 from __future__ import annotations
 
 import math
+import types as types_mod
 
 import numba
 import numpy as np
@@ -34,8 +35,15 @@ _JIT = dict(fastmath=True, cache=True, nogil=True, error_model="numpy")  # numpy
 
 
 def _twin(fn):
-    """Compile ``fn`` twice: serial (small arrays) and parallel (large ones); prange is range when serial."""
-    return njit(parallel=False, **_JIT)(fn), njit(parallel=True, **_JIT)(fn)
+    """Compile ``fn`` twice: serial (small arrays) and parallel (large ones); prange is range when serial.
+
+    The parallel copy gets its own qualified name: numba's disk cache is keyed by the function's
+    name and signature, not by ``parallel``, so with one name whichever variant compiled first
+    was loaded for both (the parallel kernels silently ran serial)."""
+    par = types_mod.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel", fn.__defaults__,
+                                 fn.__closure__)
+    par.__qualname__ = fn.__qualname__ + "_parallel"
+    return njit(parallel=False, **_JIT)(fn), njit(parallel=True, **_JIT)(par)
 
 
 def _pick(pair, n):
@@ -345,6 +353,15 @@ class NumbaOps(NumpyOps):
             return super().kl_grad_add(mean, logvar, scale, dmean, dlogvar)
         t = dmean.dtype.type
         _kl_grad_add(mean, logvar, t(scale), t(0.5 * scale), dmean, dlogvar)
+
+    # ---- the conv VAE: fused NHWC layers (cuvae.backends.cpu_conv_model) --------------------------
+    def conv_engine(self, arch, dtype):
+        """The fast engine :class:`~cuvae.nn.conv_model.ConvVAE` hands its passes to (float32/64)."""
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            return None
+        from cuvae.backends.cpu_conv_model import FastConv
+
+        return FastConv(arch, self, dtype)
 
     # ---- Adam ------------------------------------------------------------------------------------
     def adam(self, p, g, m, v, tmp, lr, beta1, beta2, eps, step):
