@@ -27,16 +27,25 @@ per call except the repacking views.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
-from cuvae.backends.cpu_ops import _twin
+from cuvae.backends.cpu_ops import _JIT
 
 SUM_BLOCKS = 16  # row blocks for column sums: partial sums per block, then one small add
-PARALLEL_ROWS = int(__import__("os").environ.get("CUVAE_PAR_ROWS", 1 << 15))  # elements; below this a kernel runs serial (thread wake-up costs more)
 
 
-def _go(pair, n):
-    return pair[1] if n >= PARALLEL_ROWS else pair[0]
+# Serial kernels, like NumbaOps' below its PARALLEL_MIN: BLAS keeps its threads spinning after each
+# product, and on two cores numba's OpenMP pool and OpenBLAS's then fight for them. Measured on the
+# 2-core machine, batch 100, 2 threads (scripts/bench_conv.py conditions, same run): a conv-VAE step
+# took 1450-4550 ms with these kernels parallel and 560-890 ms with them serial.
+# The loops are written with prange, so PARALLEL = True is all a many-core machine would change.
+PARALLEL = False
+
+
+def _kernel(fn):
+    # one variant per kernel: the trainer's warm-up step (two examples) compiles exactly what the real
+    # batches then run
+    return njit(parallel=PARALLEL, **_JIT)(fn)
 
 
 # ---- im2col: windows of an (N, H, W, C) view -> rows (n, i, j), columns (u, v, c) ----------------
@@ -60,7 +69,10 @@ def _im2col(x, k, s, p, Ho, Wo, cols, zero):
                             cols[r, q + c] = zero
 
 
-# ---- col2im as a gather, with the layer's epilogue fused ------------------------------------------
+# ---- col2im, one output row (n, h) per task, with the layer's epilogue fused ------------------------
+# Each task owns its output row, so threads never write the same pixel; within the row it adds, for
+# each of the <= ceil(k/s) kernel rows u that reach h and each kernel column v, the contiguous
+# C-runs of a whole row of windows (the j loop), so the hot loop has no index arithmetic.
 # mode 0: out = sum; 1: sum + bias; 2: relu(sum + bias); 3: out = sum * (mask > 0), and the masked
 # values' column sums per (n, h) row go to partial (the bias gradient of the layer below).
 # Arguments a mode does not use are dummies of the right type.
@@ -69,26 +81,31 @@ def _col2im(cols, k, s, p, Ho, Wo, bias, mode, mask, out, partial, zero):
     for t in prange(N * H):
         n = t // H
         h = t - n * H
-        if mode == 3:
-            for c in range(C):
-                partial[t, c] = zero
         for w in range(W):
             for c in range(C):
                 out[n, h, w, c] = bias[c] if mode == 1 or mode == 2 else zero
-            for u in range((h + p) % s, k, s):
-                i = (h + p - u) // s
-                if i >= 0 and i < Ho:
-                    for v in range((w + p) % s, k, s):
-                        j = (w + p - v) // s
-                        if j >= 0 and j < Wo:
-                            r = (n * Ho + i) * Wo + j
-                            q = (u * k + v) * C
-                            for c in range(C):
-                                out[n, h, w, c] += cols[r, q + c]
-            if mode == 2:
+        for u in range((h + p) % s, k, s):
+            i = (h + p - u) // s
+            if i < 0 or i >= Ho:
+                continue
+            r0 = (n * Ho + i) * Wo
+            for v in range(k):
+                # windows j with 0 <= w = j*s - p + v < W
+                j0 = max(0, (p - v + s - 1) // s)
+                j1 = min(Wo, (W - 1 + p - v) // s + 1)
+                q = (u * k + v) * C
+                for j in range(j0, j1):
+                    w = j * s - p + v
+                    for c in range(C):
+                        out[n, h, w, c] += cols[r0 + j, q + c]
+        if mode == 2:
+            for w in range(W):
                 for c in range(C):
                     out[n, h, w, c] = max(out[n, h, w, c], zero)
-            elif mode == 3:
+        elif mode == 3:
+            for c in range(C):
+                partial[t, c] = zero
+            for w in range(W):
                 for c in range(C):
                     g = out[n, h, w, c] if mask[n, h, w, c] > 0 else zero
                     out[n, h, w, c] = g
@@ -119,8 +136,8 @@ def _mask_colsum(d, act, use_mask, partial, zero):
                 partial[t, c] += g
 
 
-_IM2COL, _COL2IM = _twin(_im2col), _twin(_col2im)
-_BIAS_ACT, _MASK_COLSUM = _twin(_bias_act), _twin(_mask_colsum)
+_IM2COL, _COL2IM = _kernel(_im2col), _kernel(_col2im)
+_BIAS_ACT, _MASK_COLSUM = _kernel(_bias_act), _kernel(_mask_colsum)
 
 
 # ---- weight repacking: (A, B, k, k) torch layout <-> (A, k*k*B) with columns (u, v, b) -------------
@@ -141,7 +158,7 @@ def unpack_weight(Wm, out):
 # ---- thin wrappers (shapes in, kernels chosen by size) -------------------------------------------
 def im2col(x4, k, s, p, Ho, Wo, cols):
     """x4: (N, H, W, C), any strides (an NCHW array's ``transpose(0, 2, 3, 1)`` works)."""
-    _go(_IM2COL, cols.size)(x4, k, s, p, Ho, Wo, cols, cols.dtype.type(0))
+    _IM2COL(x4, k, s, p, Ho, Wo, cols, cols.dtype.type(0))
     return cols
 
 
@@ -157,20 +174,20 @@ def col2im(cols, k, s, p, Ho, Wo, out4, bias=None, relu=False, mask4=None, parti
             raise ValueError("col2im: relu needs a bias")
         mode = 0
     dummy_rows = cols[0]  # 1-D, the right dtype: stands in for an unused bias
-    _go(_COL2IM, out4.size)(cols, k, s, p, Ho, Wo, dummy_rows if bias is None else bias, mode,
+    _COL2IM(cols, k, s, p, Ho, Wo, dummy_rows if bias is None else bias, mode,
                             out4 if mask4 is None else mask4, out4, cols if partial is None else partial,
                             out4.dtype.type(0))
     return out4
 
 
 def bias_act(rows, b, relu):
-    _go(_BIAS_ACT, rows.size)(rows, b, relu, rows.dtype.type(0))
+    _BIAS_ACT(rows, b, relu, rows.dtype.type(0))
     return rows
 
 
 def mask_colsum(d, act, db, partial):
     """d *= (act > 0) (when act is not None), then db = column sums of d. partial: (SUM_BLOCKS, C)."""
-    _go(_MASK_COLSUM, d.size)(d, d if act is None else act, act is not None, partial, d.dtype.type(0))
+    _MASK_COLSUM(d, d if act is None else act, act is not None, partial, d.dtype.type(0))
     np.sum(partial, axis=0, out=db)
     return d
 
@@ -231,7 +248,10 @@ def conv_transpose2d_backward(dout4, xrows, x_hw, W, dW, db, s, p, buf, dx_rows=
     Cin, Cout, k, _ = W.shape
     H, Wd = x_hw
     if not db_done:
-        np.sum(dout4, axis=(0, 1, 2), out=db)
+        if dout4.flags.c_contiguous:
+            mask_colsum(dout4.reshape(-1, Cout), None, db, buf.partial)
+        else:
+            np.sum(dout4, axis=(0, 1, 2), out=db)
     im2col(dout4, k, s, p, H, Wd, buf.cols)
     np.matmul(xrows.T, buf.cols, out=buf.dWm)
     unpack_weight(buf.dWm, dW)

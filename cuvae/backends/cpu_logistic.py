@@ -11,12 +11,12 @@ the last transposed convolution's bias gradient.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
-from cuvae.backends.cpu_ops import _exp_neg, _log1p_unit, _twin
+from cuvae.backends.cpu_conv import PARALLEL
+from cuvae.backends.cpu_ops import _JIT, _exp_neg, _log1p_unit
 
 HALF_BIN = 0.5 / 255.0  # as in cuvae.nn.conv_model
-PARALLEL_MIN = 1 << 15  # subpixels
 
 
 def _logistic(logits, x, inv_s, width, log_mass, d_over_expm1, scale, nll, dlogits, part_ls, part_b,
@@ -66,7 +66,7 @@ def _logistic(logits, x, inv_s, width, log_mass, d_over_expm1, scale, nll, dlogi
         nll[i] = tot
 
 
-_LOGISTIC = _twin(_logistic)
+_LOGISTIC = njit(parallel=PARALLEL, **_JIT)(_logistic)  # one variant (why: cuvae.backends.cpu_conv)
 
 
 class LogisticBuffers:
@@ -92,9 +92,8 @@ def logistic_nll_and_grad(logits, x, logscale, scale, dlogits, buf, dlogscale=No
     np.expm1(k[1], out=k[3])
     np.divide(k[1], k[3], out=k[3])
     B = logits.shape[0]
-    kernel = _LOGISTIC[1] if logits.size >= PARALLEL_MIN and B > 1 else _LOGISTIC[0]
-    kernel(logits, x, k[0], k[1], k[2], k[3], t(scale), buf.nll[:B], dlogits, buf.part_ls[:B], buf.part_b[:B],
-           t(0), t(1), t(HALF_BIN))
+    _LOGISTIC(logits, x, k[0], k[1], k[2], k[3], t(scale), buf.nll[:B], dlogits, buf.part_ls[:B], buf.part_b[:B],
+              t(0), t(1), t(HALF_BIN))
     if dlogscale is not None:
         np.sum(buf.part_ls[:B], axis=0, out=dlogscale)
     if db is not None:
