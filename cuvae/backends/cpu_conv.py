@@ -32,6 +32,10 @@ from numba import njit, prange
 from cuvae.backends.cpu_ops import _JIT
 
 SUM_BLOCKS = 16  # row blocks for column sums: partial sums per block, then one small add
+# products and the im2col/col2im feeding or reading them go a few images at a time, so each slice of
+# the column matrix is still in cache for its second pass: 1 MiB slices in float32 took 16% (conv
+# backward) and 18% (transposed conv forward) less CPU time than whole-batch passes (batch 100)
+CHUNK_FLOATS = 1 << 18
 
 
 # Serial kernels, like NumbaOps' below its PARALLEL_MIN: BLAS keeps its threads spinning after each
@@ -192,6 +196,12 @@ def mask_colsum(d, act, db, partial):
     return d
 
 
+def _chunks(N, per_image):
+    """Image ranges whose column rows fill about CHUNK_FLOATS (at least one image each)."""
+    step = max(1, CHUNK_FLOATS // max(per_image, 1))
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
 # ---- the layers, NHWC rows in and out ---------------------------------------------------------------
 class ConvBuffers:
     """Per-layer scratch: packed weight, its gradient, the column matrix, column-sum partials."""
@@ -208,9 +218,11 @@ def conv2d_forward(x4, W, b, s, p, out_rows, buf, relu=False):
     N, H, Wd, C = x4.shape
     F, _, k, _ = W.shape
     Ho, Wo = (H + 2 * p - k) // s + 1, (Wd + 2 * p - k) // s + 1
-    im2col(x4, k, s, p, Ho, Wo, buf.cols)
     pack_weight(W, buf.Wm)
-    np.matmul(buf.cols, buf.Wm.T, out=out_rows)
+    for n0, n1 in _chunks(N, Ho * Wo * buf.cols.shape[1]):  # the columns stay whole: dW needs them
+        cols, r = buf.cols[n0 * Ho * Wo : n1 * Ho * Wo], slice(n0 * Ho * Wo, n1 * Ho * Wo)
+        im2col(x4[n0:n1], k, s, p, Ho, Wo, cols)
+        np.matmul(cols, buf.Wm.T, out=out_rows[r])
     bias_act(out_rows, b, relu)
     return out_rows
 
@@ -228,8 +240,13 @@ def conv2d_backward(drows, W, dW, db, s, p, buf, dx4=None, mask4=None, dx_partia
         return None
     N, H, Wd, _ = dx4.shape
     Ho, Wo = (H + 2 * p - k) // s + 1, (Wd + 2 * p - k) // s + 1
-    np.matmul(drows, buf.Wm, out=buf.cols)  # dcols overwrite the forward's columns (no longer needed)
-    col2im(buf.cols, k, s, p, Ho, Wo, dx4, mask4=mask4, partial=dx_partial)
+    # dcols overwrite the forward's columns (no longer needed), a few images at a time so that each
+    # slice is still in cache when col2im reads it back
+    for n0, n1 in _chunks(N, Ho * Wo * buf.cols.shape[1]):
+        dcols = buf.cols[n0 * Ho * Wo : n1 * Ho * Wo]
+        np.matmul(drows[n0 * Ho * Wo : n1 * Ho * Wo], buf.Wm, out=dcols)
+        col2im(dcols, k, s, p, Ho, Wo, dx4[n0:n1], mask4=None if mask4 is None else mask4[n0:n1],
+               partial=None if dx_partial is None else dx_partial[n0 * H : n1 * H])
     return dx4
 
 
@@ -238,8 +255,11 @@ def conv_transpose2d_forward(xrows, x_hw, W, b, s, p, out4, buf, relu=False):
     Cin, Cout, k, _ = W.shape
     H, Wd = x_hw
     pack_weight(W, buf.Wm)
-    np.matmul(xrows, buf.Wm, out=buf.cols)
-    col2im(buf.cols, k, s, p, H, Wd, out4, bias=b, relu=relu)
+    N = out4.shape[0]
+    for n0, n1 in _chunks(N, H * Wd * buf.cols.shape[1]):  # product then col2im while the slice is in cache
+        cols = buf.cols[n0 * H * Wd : n1 * H * Wd]
+        np.matmul(xrows[n0 * H * Wd : n1 * H * Wd], buf.Wm, out=cols)
+        col2im(cols, k, s, p, H, Wd, out4[n0:n1], bias=b, relu=relu)
     return out4
 
 
@@ -252,9 +272,12 @@ def conv_transpose2d_backward(dout4, xrows, x_hw, W, dW, db, s, p, buf, dx_rows=
             mask_colsum(dout4.reshape(-1, Cout), None, db, buf.partial)
         else:
             np.sum(dout4, axis=(0, 1, 2), out=db)
-    im2col(dout4, k, s, p, H, Wd, buf.cols)
+    N = dout4.shape[0]
+    for n0, n1 in _chunks(N, H * Wd * buf.cols.shape[1]):
+        r = slice(n0 * H * Wd, n1 * H * Wd)
+        im2col(dout4[n0:n1], k, s, p, H, Wd, buf.cols[r])
+        if dx_rows is not None:
+            np.matmul(buf.cols[r], buf.Wm.T, out=dx_rows[r])
     np.matmul(xrows.T, buf.cols, out=buf.dWm)
     unpack_weight(buf.dWm, dW)
-    if dx_rows is not None:
-        np.matmul(buf.cols, buf.Wm.T, out=dx_rows)
     return dx_rows
