@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("numba")
 
 from cuvae.backends.cpu_logistic import LogisticBuffers, logistic_nll_and_grad  # noqa: E402
-from cuvae.backends.cpu_ops import NumbaOps  # noqa: E402
+from cuvae.backends.cpu_conv_model import NumbaConvOps as NumbaOps  # noqa: E402
 from cuvae.nn.conv_model import ConvArch, ConvVAE, logistic_nll, logistic_nll_grad  # noqa: E402
 from cuvae.nn.ops import NumpyOps  # noqa: E402
 

@@ -1,7 +1,7 @@
 """The conv VAE's forward and backward on the fused NHWC layers: :class:`FastConv`.
 
 :class:`cuvae.nn.conv_model.ConvVAE` is the specification (NCHW, the reference ops). When its
-ops object offers ``conv_engine`` (:class:`~cuvae.backends.cpu_ops.NumbaOps` does), the model
+ops object offers ``conv_engine`` (:class:`NumbaConvOps`, the CPU backend's ops, does), the model
 hands its passes to the engine made here, which computes the same function with the same
 parameters in PyTorch's layouts; ``tests/test_cpu_conv_model.py`` checks losses and every
 gradient against the reference model.
@@ -19,6 +19,17 @@ import numpy as np
 
 from cuvae.backends import cpu_conv as L
 from cuvae.backends.cpu_logistic import LogisticBuffers, logistic_nll_and_grad
+from cuvae.backends.cpu_ops import NumbaOps
+
+
+class NumbaConvOps(NumbaOps):
+    """NumbaOps plus the hook :class:`~cuvae.nn.conv_model.ConvVAE` looks for: ``conv_engine``."""
+
+    def conv_engine(self, arch, dtype):
+        """The fused engine for float32/float64 models (None otherwise: the reference path runs)."""
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            return None
+        return FastConv(arch, self, dtype)
 
 
 class _Buffers:

@@ -354,15 +354,6 @@ class NumbaOps(NumpyOps):
         t = dmean.dtype.type
         _kl_grad_add(mean, logvar, t(scale), t(0.5 * scale), dmean, dlogvar)
 
-    # ---- the conv VAE: fused NHWC layers (cuvae.backends.cpu_conv_model) --------------------------
-    def conv_engine(self, arch, dtype):
-        """The fast engine :class:`~cuvae.nn.conv_model.ConvVAE` hands its passes to (float32/64)."""
-        if np.dtype(dtype) not in (np.float32, np.float64):
-            return None
-        from cuvae.backends.cpu_conv_model import FastConv
-
-        return FastConv(arch, self, dtype)
-
     # ---- Adam ------------------------------------------------------------------------------------
     def adam(self, p, g, m, v, tmp, lr, beta1, beta2, eps, step):
         f = _flat(p, g, m, v)

@@ -204,6 +204,7 @@ class ConvWorkspace:
     dz: object = None
     pixels: object = None
     logscale: object = None  # view of the parameter, set by decode: the likelihood's scale
+    fast: object = None  # the backend engine's own buffers for this batch size, if it has an engine
 
 
 class ConvVAE:
@@ -214,7 +215,7 @@ class ConvVAE:
         self.layout = arch.layout()
         self.chunk = chunk
         self._workspaces: dict[int, ConvWorkspace] = {}
-        # a backend may bring a faster engine for the same function (NumbaOps: fused NHWC layers);
+        # a backend may bring a faster engine for the same function (the CPU's: fused NHWC layers);
         # the methods below stay the specification it is tested against
         make = getattr(ops, "conv_engine", None)
         self.engine = make(arch, self.dtype) if make is not None else None
