@@ -105,6 +105,7 @@ def test_parallel_twin_is_not_the_cached_serial_one(tmp_path):
             "O._RELU[0](h); O._RELU[1](h)\n"
             "print(numba.threading_layer())\n")
     env = {"NUMBA_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    for _ in range(2):  # compiled, then loaded from the cache
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
+    # in one fresh process: the serial twin compiles and is cached, then the parallel one must compile
+    # its own (before the fix it loaded the serial one, and the threading layer never started)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
