@@ -99,7 +99,7 @@ def fused_stages(np, F, kind, x, W, k, s, p):
         st["pack W"] = lambda: F.pack_weight(W, buf.Wm)
         st["GEMM fwd"] = lambda: np.matmul(xr, buf.Wm, out=buf.cols)
         st["col2im + bias"] = lambda: F.col2im(buf.cols, k, s, p, hw, hw, out, bias=b)
-        st["db"] = lambda: np.sum(out, axis=(0, 1, 2), out=b)
+        st["db"] = lambda: F.mask_colsum(out.reshape(-1, cout), None, b, buf.partial)
         st["im2col"] = lambda: F.im2col(out, k, s, p, hw, hw, buf.cols)
         st["GEMM dW"] = lambda: np.matmul(xr.T, buf.cols, out=buf.dWm)
         st["unpack dW"] = lambda: F.unpack_weight(buf.dWm, np.empty_like(W))
