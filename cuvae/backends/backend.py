@@ -78,7 +78,7 @@ def _cpu_backend(threads: int | None = None, log: Callable[[str], None] | None =
     if threads is not None:
         set_cpu_threads(threads)
     try:
-        from cuvae.backends.cpu_ops import NumbaOps
+        from cuvae.backends.cpu_conv_model import NumbaConvOps as NumbaOps  # NumbaOps + the fused conv VAE
     except ImportError:  # numba is a core dependency; this is the fallback, not the plan
         from cuvae.nn.ops import NumpyOps
 

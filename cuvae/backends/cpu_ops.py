@@ -18,6 +18,7 @@ a CPU backend, so ``import cuvae`` stays light.
 from __future__ import annotations
 
 import math
+import types as types_mod
 
 import numba
 import numpy as np
@@ -34,8 +35,15 @@ _JIT = dict(fastmath=True, cache=True, nogil=True, error_model="numpy")  # numpy
 
 
 def _twin(fn):
-    """Compile ``fn`` twice: serial (small arrays) and parallel (large ones); prange is range when serial."""
-    return njit(parallel=False, **_JIT)(fn), njit(parallel=True, **_JIT)(fn)
+    """Compile ``fn`` twice: serial (small arrays) and parallel (large ones); prange is range when serial.
+
+    The parallel copy gets its own qualified name: numba's disk cache is keyed by the function's
+    name and signature, not by ``parallel``, so with one name whichever variant compiled first
+    was loaded for both (the parallel kernels silently ran serial)."""
+    par = types_mod.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel", fn.__defaults__,
+                                 fn.__closure__)
+    par.__qualname__ = fn.__qualname__ + "_parallel"
+    return njit(parallel=False, **_JIT)(fn), njit(parallel=True, **_JIT)(par)
 
 
 def _pick(pair, n):

@@ -204,6 +204,7 @@ class ConvWorkspace:
     dz: object = None
     pixels: object = None
     logscale: object = None  # view of the parameter, set by decode: the likelihood's scale
+    fast: object = None  # the backend engine's own buffers for this batch size, if it has an engine
 
 
 class ConvVAE:
@@ -214,6 +215,10 @@ class ConvVAE:
         self.layout = arch.layout()
         self.chunk = chunk
         self._workspaces: dict[int, ConvWorkspace] = {}
+        # a backend may bring a faster engine for the same function (the CPU's: fused NHWC layers);
+        # the methods below stay the specification it is tested against
+        make = getattr(ops, "conv_engine", None)
+        self.engine = make(arch, self.dtype) if make is not None else None
 
     # ---- parameters --------------------------------------------------------------
     def initial_params(self, init: str, seed: int) -> np.ndarray:
@@ -257,7 +262,7 @@ class ConvVAE:
             ws.act["out"] = xp.empty((batch, a.in_dim), dt)
             ws.z = xp.empty((batch, a.latent), dt)
             ws.pixels = xp.empty((batch, a.in_dim), dt)
-            if batch <= self.chunk:
+            if batch <= self.chunk and self.engine is None:
                 self._layers(ws)
             self._workspaces[batch] = ws
         return ws
@@ -276,6 +281,11 @@ class ConvVAE:
 
     def _grads(self, ws: ConvWorkspace) -> None:
         """Allocate the activations and their gradients (once): the training path."""
+        if self.engine is not None:  # it keeps its own layer buffers
+            if not ws.grad:
+                ws.grad = {n: self.xp.empty_like(ws.act[n]) for n in ("head", "out")}
+                ws.dz = self.xp.empty_like(ws.z)
+            return
         self._layers(ws)
         if not ws.grad:
             for name, arr in ws.act.items():
@@ -290,6 +300,8 @@ class ConvVAE:
 
     # ---- forward, caches as return values ---------------------------------------------------
     def _encode(self, P, x, ws):
+        if self.engine is not None:
+            return self.engine.encode(P, x, ws), None
         xp, ops, a = self.xp, self.ops, self.arch
         h = x.reshape(x.shape[0], *a.image_shape)
         caches = []
@@ -301,6 +313,8 @@ class ConvVAE:
         return ws.act["head"], caches
 
     def _decode(self, P, z, ws):
+        if self.engine is not None:
+            return self.engine.decode(P, z, ws), None
         xp, ops, a = self.xp, self.ops, self.arch
         B = z.shape[0]
         h = ops.relu(ops.linear(z, P["fc.W"], P["fc.b"], ws.act["fc"]))
@@ -346,6 +360,8 @@ class ConvVAE:
             return self.ops.bernoulli_nll(logits, x, ws.pixels)
         if lik == "gaussian":
             return self.ops.sse(logits, x, ws.pixels)
+        if self.engine is not None and self.engine.fits(logits, x):
+            return self.engine.recon(logits, x, ws)
         return logistic_nll(self.xp, logits, x, ws.logscale)
 
     # the evaluation path is the MLP's, written against the same encode/decode/likelihood interface
@@ -358,6 +374,8 @@ class ConvVAE:
         B = x.shape[0]
         ws = self.workspace(B)
         self._grads(ws)
+        if self.engine is not None:
+            return self.engine.loss_and_grad(P, G, self.engine.input(x), eps, beta, ws, self)
         scale = 1.0 / B
         head, enc_caches = self._encode(P, x, ws)
         mean, logvar = self.split_head(head)
