@@ -39,31 +39,21 @@ def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=None, device="aut
     ``seed`` None is the run's own seed, the one the trainer evaluated the test set with, so that a
     checkpoint has one test -ELBO. A picture that cannot be written is ``result["pictures_error"]``
     (the figures are still returned)."""
-    from cuvae.measure import evaluation
-    from cuvae.backends.backend import get_backend
-    from cuvae.engine.checkpoint import load_checkpoint
-    from cuvae.data import load_dataset
-    from cuvae.data.protocol import evaluation_images, protocol
-    from cuvae.engine.provenance import data_dir_for_resume
+    from cuvae.cli.runs import load_run
+    from cuvae.data.protocol import protocol
     from cuvae.errors import CuvaeError
+    from cuvae.measure import evaluation
 
-    ckpt = load_checkpoint(run_dir)
-    cfg = ckpt.config
-    seed = cfg.seed if seed is None else seed
-    data_dir = data_dir_for_resume(ckpt.data, data_dir, run_dir)
-    backend = get_backend(device, log=log)
     # only the test set is needed; say where it came from without the (unused) training split
-    data = load_dataset(cfg.dataset, data_dir=data_dir, train_size=1, test_size=test_size or cfg.test_size,
-                        progress=progress, log=lambda m: log(m) if log and not m.startswith("using ") else None)
+    run = load_run(run_dir, device=device, data_dir=data_dir, test_size=test_size, test_binarize=test_binarize,
+                   progress=progress, log=lambda m: log(m) if log and not m.startswith("using ") else None)
+    ckpt, cfg, data, model, P, x, backend = run.ckpt, run.ckpt.config, run.data, run.model, run.P, run.x, run.backend
+    seed = cfg.seed if seed is None else seed
     if log:
         log(f"test set: {len(data.test_x):,} examples; {data.source.replace('first 1 of ', '')}")
         whose = "the run's --seed, as in its training log" if seed == cfg.seed else f"--seed; the run's is {cfg.seed}"
         log(f"evaluation seed: {seed} ({whose})")
-    model = cfg.build_model(backend.ops)
-    params = backend.to_device(ckpt.params.astype(model.dtype))
-    P = model.layout.views(params)
-    test_binarize = test_binarize or cfg.test_binarize
-    x = backend.to_device(evaluation_images(data.test_x, cfg.binarize, test_binarize, model.dtype))
+    test_binarize = run.test_binarize
 
     result = {"run_dir": str(run_dir), "epoch": ckpt.epoch, "model": cfg.arch.describe(), "likelihood": cfg.likelihood,
               "test_examples": int(x.shape[0]), "eval_seed": seed,
@@ -188,26 +178,14 @@ def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None,
                 n_sharp: int = 1000, log=None, progress: bool = False) -> dict:
     """Sharpness scores and (for a VAE) the ELBO surgery of a trained run, on its test set (``seed`` None:
     the run's)."""
-    from cuvae.engine.provenance import data_dir_for_resume
-
-    from cuvae.backends.backend import get_backend
-    from cuvae.engine.checkpoint import load_checkpoint
-    from cuvae.data import load_dataset
-    from cuvae.data.protocol import evaluation_images
+    from cuvae.cli.runs import load_run
     from cuvae.measure.analysis import elbo_surgery, sharpness_scores
 
-    ckpt = load_checkpoint(run_dir)
-    cfg = ckpt.config
+    run = load_run(run_dir, device=device, data_dir=data_dir, test_size=test_size, progress=progress, log=log)
+    cfg, model, P, x = run.ckpt.config, run.model, run.P, run.x
     seed = cfg.seed if seed is None else seed
-    data_dir = data_dir_for_resume(ckpt.data, data_dir, run_dir)
-    backend = get_backend(device, log=log)
-    data = load_dataset(cfg.dataset, data_dir=data_dir, train_size=1, test_size=test_size or cfg.test_size,
-                        progress=progress, log=log or (lambda *_: None))
-    model = cfg.build_model(backend.ops)
-    P = model.layout.views(backend.to_device(ckpt.params.astype(model.dtype)))
-    x = backend.to_device(evaluation_images(data.test_x, cfg.binarize, cfg.test_binarize, model.dtype))
     vae = cfg.model == "vae"
-    out = sharpness_scores(model, P, x, shape=tuple(data.image_shape), n=n_sharp, seed=seed, samples=vae)
+    out = sharpness_scores(model, P, x, shape=run.shape, n=n_sharp, seed=seed, samples=vae)
     if vae:
         out.update(elbo_surgery(model, P, x, seed=seed))
     else:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cuvae.cli.runs import Loaded, load_run as _load_run
 from cuvae.engine.options import nonneg_int, positive_float, positive_int, run_main, stderr_console
 from cuvae.errors import CuvaeError
 
@@ -29,41 +29,11 @@ examples:
 """
 
 
-@dataclass
-class Loaded:
-    """A run's model, parameters, test images (on the backend) and labels (host)."""
-
-    model: object
-    P: dict
-    x: object
-    labels: np.ndarray
-    shape: tuple
-    title: str
-    backend: object
-
-
 def load_run(run_dir, *, device="auto", data_dir=None, test_size=None) -> Loaded:
-    from cuvae.backends.backend import get_backend
-    from cuvae.engine.checkpoint import load_checkpoint
-    from cuvae.data import load_dataset
-    from cuvae.data.protocol import evaluation_images
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CuvaeError(f"run directory {run_dir} does not exist; pass a folder written by cuvae-train or cuvae-sweep")
-    from cuvae.engine.provenance import data_dir_for_resume
-
-    ckpt = load_checkpoint(run_dir)
-    cfg = ckpt.config
-    data_dir = data_dir_for_resume(ckpt.data, data_dir, run_dir)
-    backend = get_backend(device)
-    data = load_dataset(cfg.dataset, data_dir=data_dir, train_size=1, test_size=test_size or cfg.test_size,
-                        progress=False, log=lambda *_: None)
-    model = cfg.build_model(backend.ops)
-    P = model.layout.views(backend.to_device(ckpt.params.astype(model.dtype)))
-    x = backend.to_device(evaluation_images(data.test_x, cfg.binarize, cfg.test_binarize, model.dtype))
-    title = f"{cfg.arch.describe()}, epoch {ckpt.epoch}"
-    return Loaded(model, P, x, np.asarray(data.test_y), tuple(data.image_shape), title, backend)
+    return _load_run(run_dir, device=device, data_dir=data_dir, test_size=test_size)
 
 
 # ---- the pictures (each returns a PIL image) -----------------------------------------------------
