@@ -180,16 +180,8 @@ class FastConv:
         G["fc.W"][:, self.perm] = b.dWfc
         G["fc.b"][self.perm] = b.dbfc
 
-        # latent
+        kl = model.latent_backward(ws, mean, logvar, eps, beta, scale)
         dhead = ws.grad["head"]
-        if logvar is None:
-            dhead[...] = ws.dz
-            kl = np.zeros((), self.dtype)
-        else:
-            dmean, dlogvar = model.split_head(dhead)
-            ops.reparameterize_backward(ws.dz, logvar, eps, dmean, dlogvar)
-            kl = ops.kl(mean, logvar).sum() * scale
-            ops.kl_grad_add(mean, logvar, beta * scale, dmean, dlogvar)
 
         # encoder, head first
         enc = a.enc_layers

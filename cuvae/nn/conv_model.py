@@ -368,6 +368,17 @@ class ConvVAE:
     losses = VAE.losses
 
     # ---- forward + backward -------------------------------------------------------------------
+    def latent_backward(self, ws, mean, logvar, eps, beta: float, scale: float):
+        """ws.dz (the gradient at z) -> the head's gradient in ws.grad["head"], KL term included; returns the KL."""
+        ops, dhead = self.ops, ws.grad["head"]
+        if logvar is None:
+            dhead[...] = ws.dz
+            return self.xp.zeros((), self.dtype)
+        dmean, dlogvar = self.split_head(dhead)
+        ops.reparameterize_backward(ws.dz, logvar, eps, dmean, dlogvar)
+        ops.kl_grad_add(mean, logvar, beta * scale, dmean, dlogvar)
+        return ops.kl(mean, logvar).sum() * scale
+
     def loss_and_grad(self, P: dict, G: dict, x, eps, beta: float = 1.0):
         """Write d(loss)/d(params) into the views G; return (loss, recon, kl) batch means (0-d arrays)."""
         xp, ops, a = self.xp, self.ops, self.arch
@@ -405,16 +416,8 @@ class ConvVAE:
             dh = dx
         ops.linear_backward(ws.grad["fc"], z, P["fc.W"], G["fc.W"], G["fc.b"], ws.dz)
 
-        # latent
+        kl = self.latent_backward(ws, mean, logvar, eps, beta, scale)
         dhead = ws.grad["head"]
-        if logvar is None:
-            dhead[...] = ws.dz
-            kl = xp.zeros((), self.dtype)
-        else:
-            dmean, dlogvar = self.split_head(dhead)
-            ops.reparameterize_backward(ws.dz, logvar, eps, dmean, dlogvar)
-            kl = ops.kl(mean, logvar).sum() * scale
-            ops.kl_grad_add(mean, logvar, beta * scale, dmean, dlogvar)
 
         # encoder, head first
         enc = [n for n, _, _ in a.enc_layers]
