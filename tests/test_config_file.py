@@ -109,7 +109,7 @@ device = "cpu"
 data_dir = "{SUBSET}"
 """
     args = parse(tmp_path, text, parser=sweep.build_parser())
-    assert (args.latent, args.seeds, args.with_ae, args.epochs) == ([2, 3], [1, 2], True, 1)
+    assert (args.latent, args.seeds, args.with_ae, args.epochs) == ([2, 3], [1, 2], True, [1])  # one value of an axis
     args = parse(tmp_path, text, "--latent", "4", parser=sweep.build_parser())
     assert args.latent == [4]
     (tmp_path / "s.toml").write_text(text)
@@ -122,6 +122,29 @@ data_dir = "{SUBSET}"
     (tmp_path / "config.json").write_text(json.dumps({"latent": 3, "seed": 4, "image_shape": [1, 28, 28]}))
     with pytest.raises(CuvaeError, match="--seeds 4"):
         sweep.main(["--config", str(tmp_path / "config.json"), "--out", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("lr = [0.001, -1.0]", ["lr = [0.001, -1.0]", "expected a positive number, or a list of them (one run each)"]),
+    ('activation = ["relu", "sigmoid"]', ['"sigmoid"', "expected one of: relu, tanh, or a list of them"]),
+    ('lr = ["0.001"]', ["lr", "a positive number"]),
+    ("hidden = [[16], []]", ["hidden", "an empty list", "or a list of such lists"]),
+])
+def test_sweep_axis_values_are_checked_like_training_values(tmp_path, capsys, text, expected):
+    message = error_of(tmp_path, text, parser=sweep.build_parser())
+    assert str(tmp_path / "run.toml") in message
+    for part in expected:
+        assert part in message, message
+    assert run_main(sweep.main, ["--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err == f"error: {message}\n" and not (tmp_path / "s").exists()
+
+
+def test_sweep_axes_over_list_valued_options(tmp_path):
+    args = parse(tmp_path, "out = \"x\"\nhidden = [[32, 16], [64]]\nlr = 0.002\n", parser=sweep.build_parser(), name="s.toml")
+    axes, fixed = sweep.split_axes(args)
+    assert axes == {"hidden": [[32, 16], [64]]} and fixed == {"lr": 0.002}
+    assert sweep.run_name("vae", 8, 1, [("hidden", [32, 16]), ("dataset", "folder:/a b")]) == \
+        "vae-z8-hidden_32x16-dataset_folder__a_b-s1"
 
 
 def test_tui_takes_a_config_file(tmp_path):
@@ -149,4 +172,5 @@ def test_the_readme_example_files_are_complete_and_valid(tmp_path):
         - {"resume"}, "the README's complete file lacks or invents options"
     assert (args.recipe, args.clip_norm, args.mlflow) == ("chapter", 100.0, "sqlite:///mlflow.db")
     args = parse(tmp_path, sweep_file, parser=sweep.build_parser())
-    assert (args.latent, args.seeds, args.jobs) == ([2, 5, 8, 20], [1, 2], 2)
+    assert (args.latent, args.seeds, args.jobs, args.lr) == ([2, 5, 8, 20], [1, 2], 2, [1e-3, 3e-4])
+    assert sweep.split_axes(args)[0] == {"lr": [1e-3, 3e-4]}

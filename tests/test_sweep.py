@@ -196,3 +196,73 @@ def test_ray_gives_the_same_rows(tmp_path, first_sweep):
         ray.shutdown()
     assert [r["status"] for r in rows] == ["trained"] * 2, [r["error"] for r in rows]
     same_values(first_sweep[1][:2], rows)
+
+
+def test_a_sweep_file_varies_any_option_and_resumes_only_missing_runs(tmp_path, first_sweep, capsys):
+    """latent x lr from a file: 4 runs named by both axes, a column per axis, one summary row per
+    (latent, lr); the lr=0.001 runs are the plain sweep's runs; a second start trains only what is missing."""
+    import shutil
+
+    out = tmp_path / "ax"
+    (tmp_path / "ax.toml").write_text(f"""
+out = "{out}"
+[axes]
+latent = [2, 3]
+lr = [0.001, 0.003]
+[training]
+epochs = 1
+hidden = [16]
+train_size = 200
+test_size = 60
+batch_size = 50
+[run]
+device = "cpu"
+data_dir = "{SUBSET_DIR}"
+iwae_k = 5
+no_pictures = true
+json = true
+""")
+    assert sweep.main(["--config", str(tmp_path / "ax.toml")]) == 0
+    captured = capsys.readouterr()
+    assert "4 runs (vae x latent [2, 3] x lr [0.001, 0.003] x seeds [1])" in captured.err
+    rows = json.loads(captured.out)["runs"]
+    names = ["vae-z2-lr_0.001-s1", "vae-z2-lr_0.003-s1", "vae-z3-lr_0.001-s1", "vae-z3-lr_0.003-s1"]
+    assert [os.path.basename(r["run_dir"]) for r in rows] == names
+    for r in rows:
+        cfg = json.loads((out / os.path.basename(r["run_dir"]) / "config.json").read_text())
+        assert (cfg["latent"], cfg["lr"]) == (r["latent"], r["lr"]) and r["status"] == "trained"
+    same_values(first_sweep[1][:2], [rows[0], rows[2]], rtol=0)  # lr 0.001 is the plain sweep's default
+    assert rows[1]["test_loss"] != rows[0]["test_loss"]
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0])[:4] == ["model", "latent", "lr", "seed"]
+    assert [(t["latent"], t["lr"]) for t in table] == [("2", "0.001"), ("2", "0.003"), ("3", "0.001"), ("3", "0.003")]
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert [(s["latent"], s["lr"], s["seeds"]) for s in summary] == [(2, 0.001, [1]), (2, 0.003, [1]), (3, 0.001, [1]),
+                                                                     (3, 0.003, [1])]
+    assert "| model | latent | lr | seeds |" in (out / "results.md").read_text()
+
+    shutil.rmtree(out / names[1])  # as if the sweep had been stopped before that run
+    assert sweep.main(["--config", str(tmp_path / "ax.toml"), "--latent", "2", "--seeds", "1", "2"]) == 0
+    again = {os.path.basename(r["run_dir"]): r["status"] for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert again == {names[0]: "skipped", names[1]: "trained", **{n.replace("-s1", "-s2"): "trained" for n in names[:2]}}
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    # seeds grouped within each (latent, lr); the z3 runs this start did not touch are kept in the tables
+    assert [(s["latent"], s["lr"], s["seeds"]) for s in summary] == [(2, 0.001, [1, 2]), (2, 0.003, [1, 2]),
+                                                                     (3, 0.001, [1]), (3, 0.003, [1])]
+
+
+def test_single_valued_options_pass_through_and_bad_combinations_stop_before_training(tmp_path, capsys):
+    """Every training option reaches the runs (activation, objective, ... were once dropped), and a
+    combination that cannot train fails at planning, naming the run, before anything is written."""
+    from cuvae.engine.options import run_main
+
+    args = sweep.build_parser().parse_args(["--out", "x", "--activation", "tanh", "--objective", "iwae", "--samples",
+                                            "3", "--hidden", "32", "16", "--adam-eps", "1e-4", "--lr", "0.01", "0.02"])
+    axes, fixed = sweep.split_axes(args)
+    assert axes == {"lr": [0.01, 0.02]}
+    assert fixed == {"hidden": [32, 16], "activation": "tanh", "objective": "iwae", "samples": 3, "adam_eps": 1e-4}
+    code = run_main(sweep.main, ["--out", str(tmp_path / "s"), "--arch", "conv", "--activation", "relu", "tanh",
+                                 "--latent", "2", "--device", "cpu"])
+    assert code == 2 and not (tmp_path / "s").exists()
+    assert "error: the run vae-z2-activation_tanh-s1: " in capsys.readouterr().err

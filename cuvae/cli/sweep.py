@@ -1,10 +1,13 @@
 """``cuvae-sweep``: train and evaluate one model per (latent size, seed), side by side, and compare them.
 
     cuvae-sweep --latent 2 5 8 20 --seeds 1 2 --epochs 10 --recipe chapter --out sweeps/chapter --jobs 2
+    cuvae-sweep --latent 2 8 --lr 1e-3 3e-4 --activation relu tanh --out sweeps/lr   # any option is an axis
 
-Every training option of ``cuvae-train`` passes through. Each run lives in
-``SWEEP_DIR/<model>-z<latent>-s<seed>/`` (an ordinary run directory: ``cuvae-evaluate``
-and ``cuvae-show`` read it). Started again, a sweep skips runs whose checkpoint holds
+Every training option of ``cuvae-train`` passes through, and any of them given several values is an
+axis: the sweep runs the cartesian product. Each run lives in
+``SWEEP_DIR/<model>-z<latent>-s<seed>/``, with the other varied axes between latent and seed
+(``vae-z8-lr_0.0003-activation_tanh-s1``); an ordinary run directory: ``cuvae-evaluate``
+and ``cuvae-show`` read it. Started again, a sweep skips runs whose checkpoint holds
 ``--epochs`` epochs (and reuses their saved evaluation, ``result.json``) and resumes
 unfinished ones from their last checkpoint. Runs go one at a time, in ``--jobs N``
 worker processes, one process per GPU (``--gpus 0 1``), or as Ray tasks (``--ray``).
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import queue
 import sys
@@ -27,9 +31,13 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cuvae.engine.options import nonneg_int, positive_int, run_main, stderr_console
+from cuvae.engine.options import MODEL_FLAGS, TRAIN_FLAGS, nonneg_int, positive_int, run_main, stderr_console
 from cuvae.errors import CuvaeError
-from cuvae.cli.sweep_results import RESULT, rebuild_rows, rich_table, run_name, summarise, write_results
+from cuvae.cli.sweep_results import RESULT, axis_text, rebuild_rows, rich_table, run_name, summarise, write_results
+
+# training options a sweep may vary besides its own axes (model, latent, seeds), in run-name order
+AXES = tuple(k for k in ("recipe",) + MODEL_FLAGS + TRAIN_FLAGS if k not in ("model", "latent", "seed"))
+LIST_VALUED = ("hidden", "channels")  # one value of these is already a list: an axis over them is a list of lists
 
 # what a resumed run may not change (the data and the noise it was trained on)
 FROZEN = ("recipe", "dataset", "model", "hidden", "latent", "likelihood", "init", "beta", "kl_warmup", "batch_size", "lr",
@@ -48,6 +56,7 @@ class RunSpec:
     eval_seed: int | None = None  # None: each run's own seed (the one its training evaluated with)
     env: dict = field(default_factory=dict)
     tracking: dict = field(default_factory=dict)  # tensorboard, mlflow, mlflow_experiment (cuvae.engine.tracking)
+    axes: tuple = ()  # the options besides model, latent and seed that the sweep varies (columns of its tables)
 
     @property
     def name(self) -> str:
@@ -56,9 +65,7 @@ class RunSpec:
 
 def run_one(spec: RunSpec, listeners=()) -> dict:
     """Train (or resume, or skip) and evaluate one run; returns its row. Never raises: a failure is a row."""
-    cfg = spec.config
-    row = {"model": cfg["model"], "latent": cfg["latent"], "seed": cfg["seed"], "run_dir": spec.run_dir,
-           "status": "failed", "epochs": 0, "error": "", "likelihood": cfg.get("likelihood")}
+    row = {**_blank(spec), "error": "", "likelihood": spec.config.get("likelihood")}
     try:
         row.update(_train_and_evaluate(spec, listeners))
         row["error"] = ""
@@ -243,29 +250,55 @@ def _run_slots(specs: list[RunSpec], slot_envs: list[dict], on_done) -> list[dic
 
 def _blank(spec: RunSpec) -> dict:
     c = spec.config
-    return {"model": c["model"], "latent": c["latent"], "seed": c["seed"], "run_dir": spec.run_dir, "status": "failed",
-            "epochs": 0}
+    return {"model": c["model"], "latent": c["latent"], **{k: c[k] for k in spec.axes}, "seed": c["seed"],
+            "run_dir": spec.run_dir, "status": "failed", "epochs": 0}
 
 
 # ---- the sweep ------------------------------------------------------------------------------------
-def plan(config_for, latents, seeds, models, out: Path, **spec_kw) -> list[RunSpec]:
-    """One RunSpec per (model, latent, seed); ``config_for(model, latent, seed)`` gives its TrainConfig."""
-    specs = []
+def plan(config_for, latents, seeds, models, out: Path, axes: dict | None = None, **spec_kw) -> list[RunSpec]:
+    """One RunSpec per (model, latent, other axes..., seed); ``config_for(model, latent, seed, values)``
+    gives its TrainConfig (``values``: this run's value of each of ``axes``, {option: [values]})."""
+    import itertools
+
+    axes = axes or {}
+    specs, names = [], set()
     for model in models:
         for latent in latents:
-            for seed in seeds:
-                cfg = config_for(model, latent, seed)
-                specs.append(RunSpec(str(out / run_name(model, latent, seed)), cfg.to_dict(), **spec_kw))
+            for combo in itertools.product(*axes.values()):
+                values = dict(zip(axes, combo))
+                for seed in seeds:
+                    name = run_name(model, latent, seed, values.items())
+                    if name in names:  # two values that only differ in characters a folder name cannot hold
+                        raise CuvaeError(f"two runs of this sweep would share the folder {name}; list each value once")
+                    names.add(name)
+                    try:
+                        cfg = config_for(model, latent, seed, values)
+                    except CuvaeError as err:
+                        if not values:
+                            raise
+                        raise CuvaeError(f"the run {name}: {err}") from None
+                    specs.append(RunSpec(str(out / name), cfg.to_dict(), axes=tuple(axes), **spec_kw))
     return specs
+
+
+def unique(values) -> list:
+    """``values`` in order, each once (lists compare by value)."""
+    out = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out
 
 
 def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_args=(), device="cpu", data_dir=None,
               iwae_k: int = 100, eval_seed: int | None = None, jobs: int = 1, gpus=None, ray=None, ray_cpus: float = 1,
-              pictures: bool = True, log=None, ray_options: dict | None = None, tracking: dict | None = None) -> list[dict]:
+              pictures: bool = True, log=None, ray_options: dict | None = None, tracking: dict | None = None,
+              axes: dict | None = None) -> list[dict]:
     """Run a sweep and write SWEEP_DIR/results.{csv,json,md} (and latent_comparison.png); returns the rows.
 
     ``train_args`` are cuvae-train options (e.g. ``["--recipe", "chapter", "--epochs", "10"]``),
-    parsed by the training CLI's own parser. ``jobs`` worker processes on the CPU; ``gpus``
+    parsed by the training CLI's own parser; ``axes`` ({option: [values]}, e.g. ``{"lr": [1e-3, 3e-4]}``)
+    varies other training options too: one run per combination. ``jobs`` worker processes on the CPU; ``gpus``
     a list of device ids, one worker process each; ``ray`` "default" (``ray.init()``), "auto", "local"
     or an address (an existing ``ray.init`` in this process is used as it is), with ``ray_options``
     for :func:`cuvae.cli.sweep_ray.run_ray`. ``tracking`` (tensorboard, mlflow, mlflow_experiment)
@@ -277,13 +310,22 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
     base = build_parser().parse_args(list(train_args))
     if gpus:
         device = "gpu"
+    axes = {k: unique(v) for k, v in (axes or {}).items()}
+    for key, values in axes.items():
+        if key not in AXES:
+            raise CuvaeError(f"a sweep cannot vary {key!r}; its axes are latent, seeds, model and {', '.join(AXES)}")
+        if not values:
+            raise CuvaeError(f"the axis {key} has no values; give at least one")
 
-    def config_for(model, latent, seed):
+    def config_for(model, latent, seed, values):
         ns = argparse.Namespace(**vars(base))
         ns.model, ns.latent, ns.seed = model, latent, seed
+        for key, value in values.items():
+            setattr(ns, key, value)
         return config_from_args(ns)
 
-    specs = plan(config_for, latents, seeds, models, out, device=device,
+    latents, seeds, models = unique(latents), unique(seeds), unique(models)
+    specs = plan(config_for, latents, seeds, models, out, axes, device=device,
                  data_dir=str(data_dir) if data_dir else None, iwae_k=iwae_k, eval_seed=eval_seed,
                  tracking={k: v for k, v in (tracking or {}).items() if v})
     if ray:  # connect first: an unreachable cluster fails before anything is written
@@ -316,16 +358,18 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
             log(f"[{len(rows) + 1}/{len(specs)}] {spec.name} ...")
             rows.append(run_one(spec))
             on_done(rows[-1])
-    write_results(out, rebuild_rows(out, rows), iwae_k)  # a failed re-run never replaces earlier good rows
-    if pictures and any(r["status"] != "failed" for r in rows):
+    write_results(out, rebuild_rows(out, rows, tuple(axes)), iwae_k, tuple(axes))  # a failure never replaces good rows
+    # the latent comparison compares latent sizes: at the first value of every other axis
+    shown = [r for r in rows if r["status"] != "failed" and all(r[k] == v[0] for k, v in axes.items())]
+    if pictures and shown:
         from cuvae.cli.show import latent_comparison
 
-        latent_comparison(out, rows, device=device, data_dir=data_dir)
+        latent_comparison(out, shown, device=device, data_dir=data_dir)
     return rows
 
 
 def _row_line(row, i, n) -> str:
-    head = f"[{i}/{n}] {run_name(row['model'], row['latent'], row['seed'])}: {row['status']}"
+    head = f"[{i}/{n}] {Path(row['run_dir']).name}: {row['status']}"
     if row["status"] == "failed":
         return f"{head}: {row['error']}"
     note = f" ({row['note']})" if row.get("note") else ""
@@ -352,7 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     base = train_parser()
     p = argparse.ArgumentParser(prog="cuvae-sweep", parents=[base], conflict_handler="resolve", add_help=False,
                                 description="Train one cuvae model per latent size and seed, evaluate and compare them. "
-                                            "Every cuvae-train option passes through to each run.",
+                                            "Every cuvae-train option passes through to each run; give one several "
+                                            "values (--lr 1e-3 3e-4, or lr = [1e-3, 3e-4] in a --config file) to "
+                                            "sweep over it too: one run per combination.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     s = p.add_argument_group("sweep")
     s.add_argument("--latent", type=positive_int, nargs="+", default=[2, 5, 8, 20], metavar="L",
@@ -386,18 +432,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-pictures", action="store_true", help="do not write latent_comparison.png")
     s.add_argument("--json", action="store_true", help="print the rows as one JSON object on stdout")
     s.add_argument("--resume", help=argparse.SUPPRESS)
+    for action in p._actions:  # every training option takes several values: an axis (config_file reads .axis)
+        if action.dest in AXES + ("model", "latent", "seeds"):
+            action.axis = "list" if action.dest in LIST_VALUED else "value"
+            if action.nargs is None:
+                action.nargs = "+"
     return p
 
 
-def _train_argv(args) -> list[str]:
-    """The pass-through training options as cuvae-train argv (None = not given)."""
-    argv = []
-    for opt in ("recipe", "hidden", "likelihood", "model", "init", "epochs", "batch_size", "lr", "beta", "kl_warmup",
-                "clip_norm", "dtype", "dataset", "binarize", "train_size", "test_size"):
-        v = getattr(args, opt)
+def split_axes(args) -> tuple[dict, dict]:
+    """The training options given: ({option: [values]} of those with several values, {option: value} of the rest)."""
+    axes, fixed = {}, {}
+    for key in AXES:
+        v = getattr(args, key)
         if v is None:
             continue
-        flag = "--" + opt.replace("_", "-")
+        if key in LIST_VALUED:  # [256, 128] is one value, [[256, 128], [512]] two
+            v = v if v and isinstance(v[0], list) else [v]
+        values = unique(v)
+        if len(values) > 1:
+            axes[key] = values
+        else:
+            fixed[key] = values[0]
+    return axes, fixed
+
+
+def _train_argv(fixed: dict) -> list[str]:
+    """Single-valued training options as cuvae-train argv."""
+    argv = []
+    for key, v in fixed.items():
+        flag = "--" + key.replace("_", "-")
         argv += [flag, *map(str, v)] if isinstance(v, list) else [flag, str(v)]
     return argv
 
@@ -428,30 +492,28 @@ def main(argv=None) -> int:
         raise CuvaeError("choose one of --jobs, --gpus and --ray")
     if args.out.exists() and not args.out.is_dir():
         raise CuvaeError(f"--out {args.out} is a file; pass a folder")
-    models = [args.model or "vae"]
-    if args.with_ae and "ae" not in models:
-        models.append("ae")
-    train_argv = [a for a in _train_argv(args)]
-    if "--model" in train_argv:
-        i = train_argv.index("--model")
-        del train_argv[i:i + 2]
+    models = unique(list(args.model or ["vae"]) + (["ae"] if args.with_ae else []))
+    axes, fixed = split_axes(args)
+    latents, seeds = unique(args.latent), unique(args.seeds)
+    train_argv = _train_argv(fixed)
     console = stderr_console()
-    # fail fast on a bad option combination (the recipe, the data folder) before starting workers
-    from cuvae.cli.train import build_parser as train_parser, config_from_args
-
-    config_from_args(train_parser().parse_args(train_argv))
+    # a bad option combination fails in run_sweep's plan, before anything is written or started
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise CuvaeError(f"--data-dir {args.data_dir} is not a folder")
     device = args.device
     if args.jobs > 1 or args.ray:
         device = "cpu" if device == "auto" and not args.ray else device
-    n = len(models) * len(args.latent) * len(args.seeds)
+    n = len(models) * len(latents) * len(seeds) * math.prod(map(len, axes.values()))
     how = f"{args.jobs} worker processes" if args.jobs > 1 else f"GPUs {args.gpus}" if args.gpus else \
         f"Ray ({args.ray})" if args.ray else "one at a time"
-    console.print(f"sweep: {n} runs ({', '.join(models)} x latent {args.latent} x seeds {args.seeds}), {how}, into {args.out}")
+    varied = "".join(f" x {k} [{', '.join(map(axis_text, v))}]" for k, v in axes.items())
+    from rich.markup import escape
+
+    console.print(escape(f"sweep: {n} runs ({', '.join(models)} x latent {latents}{varied} x seeds {seeds}), {how}, "
+                         f"into {args.out}"))
     t0 = time.perf_counter()
     try:
-        rows = run_sweep(args.out, args.latent, args.seeds, models=models, train_args=train_argv, device=device,
+        rows = run_sweep(args.out, latents, seeds, models=models, train_args=train_argv, device=device, axes=axes,
                          data_dir=args.data_dir, iwae_k=args.iwae_k, jobs=args.jobs, gpus=args.gpus, ray=args.ray,
                          ray_cpus=args.ray_cpus, pictures=not args.no_pictures, log=console.print,
                          ray_options=_ray_options(args), tracking={k: getattr(args, k) for k in
@@ -459,8 +521,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted; finished runs and checkpoints are kept: run the same command again to resume")
         return 130
-    table_rows = rebuild_rows(args.out, rows)
-    summary = summarise(table_rows)
+    table_rows = rebuild_rows(args.out, rows, tuple(axes))
+    summary = summarise(table_rows, tuple(axes))
     data = sorted({r["data"] for r in table_rows if r.get("data")})
     if data:
         console.print(f"data: {'; '.join(data)}")
@@ -473,7 +535,7 @@ def main(argv=None) -> int:
         if not out_console.is_terminal:
             out_console = Console(width=200)  # a file or pipe: do not squeeze the table into 80 columns
         out_console.print(rich_table(summary, args.iwae_k, title=f"{args.out} ({time.perf_counter() - t0:.0f} s)",
-                                     rows=table_rows))
+                                     rows=table_rows, axes=tuple(axes)))
     failed = [r for r in rows if r["status"] == "failed"]
     written = "results.csv, results.json, results.md" + ("" if args.no_pictures else ", latent_comparison.png")
     console.print(f"wrote {written} in {args.out}")

@@ -6,6 +6,10 @@ the same check as on the command line) and the choices. File values become the p
 defaults, so flags given on the command line override them. Any problem is one
 :class:`CuvaeError` naming the file, the key and what is allowed.
 
+An option whose action has ``axis`` set (``cuvae-sweep``'s training options) takes one value or
+a list of them, each checked as the single value is (``axis = "list"``: the value is itself a list,
+so several are a list of lists).
+
 ``--print-config`` writes the effective options back as TOML that ``--config`` reads.
 """
 
@@ -137,14 +141,20 @@ def _flatten(path: Path, raw: dict) -> dict:
 
 
 def _allowed(action: argparse.Action) -> str:
+    axis = getattr(action, "axis", None)
     if action.choices is not None:
-        return "one of: " + ", ".join(map(str, action.choices))
+        one = "one of: " + ", ".join(map(str, action.choices))
+        return f"{one}, or a list of them (one run each)" if axis else one
     if action.nargs == 0:
         return "true or false"
     what = {"positive_int": "a positive integer", "nonneg_int": "an integer >= 0", "int": "an integer",
             "positive_float": "a positive number", "nonneg_float": "a number >= 0", "float": "a number",
             "Path": "a path (a string)", "dataset_arg": "a dataset name (mnist, fashion-mnist, cifar10, folder:PATH)",
             }.get(getattr(action.type, "__name__", "str"), "a string")
+    if axis == "value":
+        return f"{what}, or a list of them (one run each)"
+    if axis == "list":
+        return f"a list, each {what}, or a list of such lists (one run each)"
     if action.nargs in ("+", "*") or isinstance(action.nargs, int):
         return f"a list, each {what}"
     return what
@@ -167,6 +177,10 @@ def _convert(path: Path, key: str, action: argparse.Action, value):
             bad("one value, not a list")
         if not value and action.nargs == "+":
             bad("an empty list")
+        if getattr(action, "axis", None) == "list" and all(isinstance(v, list) for v in value):
+            if not all(value):
+                bad("an empty list")
+            return [[_one(action, x, bad) for x in v] for v in value]  # several values, each a list
         return [_one(action, v, bad) for v in value]
     return [_one(action, value, bad)] if many else _one(action, value, bad)
 
@@ -204,6 +218,8 @@ def to_toml(parser: argparse.ArgumentParser, values: dict, header: str = "") -> 
                 lines += textwrap.wrap(" ".join(a.help.split()).replace("%%", "%"), 110, initial_indent="# ",
                                        subsequent_indent="#   ")
             value = values.get(a.dest)
+            if getattr(a, "axis", None) == "value" and isinstance(value, list) and len(value) == 1:
+                value = value[0]  # one value of an axis-capable option: written as the option itself
             lines.append(f"# {a.dest} =" if value is None else f"{a.dest} = {_toml_value(value)}")
     return "\n".join(lines).lstrip("\n") + "\n"
 
