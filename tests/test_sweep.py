@@ -1,4 +1,6 @@
-"""cuvae.sweep: results files, skip/resume (also after an interruption), failure isolation, workers, Ray.
+"""cuvae.sweep: results files, skip/resume (also after an interruption), failure isolation, workers, axes
+over any option, the run lock. Ray: tests/test_sweep_cluster.py (a real two-node cluster; its rows are
+also checked against a sweep run without Ray).
 
 Tiny models on the bundled MNIST subset: --hidden 16, 200 training examples, 1-2 epochs.
 """
@@ -6,7 +8,6 @@ Tiny models on the bundled MNIST subset: --hidden 16, 200 training examples, 1-2
 import csv
 import json
 import os
-import tempfile
 
 import numpy as np
 import pytest
@@ -184,20 +185,6 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert not (tmp_path / "c" / "latent_comparison.png").exists()
 
 
-@pytest.mark.slow  # Ray's start-up and worker imports: ~30 s idle, ~100 s on 2 busy cores
-def test_ray_gives_the_same_rows(tmp_path, first_sweep):
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'cuvae[ray]'); the Ray path is untested")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-    try:
-        rows = sweep_rows(tmp_path / "r", ray="auto", pictures=False)
-    finally:
-        ray.shutdown()
-    assert [r["status"] for r in rows] == ["trained"] * 2, [r["error"] for r in rows]
-    same_values(first_sweep[1][:2], rows)
-
-
 def test_a_sweep_file_varies_any_option_and_resumes_only_missing_runs(tmp_path, first_sweep, capsys):
     """latent x lr from a file: 4 runs named by both axes, a column per axis, one summary row per
     (latent, lr); the lr=0.001 runs are the plain sweep's runs; a second start trains only what is missing."""
@@ -266,3 +253,26 @@ def test_single_valued_options_pass_through_and_bad_combinations_stop_before_tra
                                  "--latent", "2", "--device", "cpu"])
     assert code == 2 and not (tmp_path / "s").exists()
     assert "error: the run vae-z2-activation_tanh-s1: " in capsys.readouterr().err
+
+
+def test_a_run_locked_by_another_process_is_neither_trained_nor_evaluated(first_sweep):
+    """The sweep takes the run lock for training and evaluation alike (a finished run is only evaluated)."""
+    import subprocess
+    import sys
+
+    out, rows = first_sweep
+    run = out / "vae-z2-s1"
+    result = (run / "result.json").read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from cuvae.engine import runlock; "
+                               f"runlock.acquire({str(run)!r}); print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        (run / "result.json").unlink()  # so that the run would be evaluated again
+        again = sweep_rows(out, latents=(2,), pictures=False)
+        written = sorted(p.name for p in run.glob("result*"))
+    finally:
+        holder.communicate("", timeout=30)
+        (run / "result.json").write_bytes(result)
+    assert again[0]["status"] == "failed" and "in use by another cuvae process" in again[0]["error"]
+    assert written == []

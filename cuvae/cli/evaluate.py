@@ -33,20 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def evaluate_run(run_dir, *, iwae_k=1000, test_size=None, seed=None, device="auto", data_dir=None, pictures=True,
-                 log=None, progress=True, test_binarize=None) -> dict:
+                 log=None, progress=True, test_binarize=None, run=None) -> dict:
     """Evaluate a run directory; returns the result dict (the keys of ``--json``).
 
     ``seed`` None is the run's own seed, the one the trainer evaluated the test set with, so that a
     checkpoint has one test -ELBO. A picture that cannot be written is ``result["pictures_error"]``
-    (the figures are still returned)."""
+    (the figures are still returned). ``run``: the run already opened (:func:`cuvae.cli.runs.load_run`
+    with the same options), so a caller that also analyses it opens it once."""
     from cuvae.cli.runs import load_run
     from cuvae.data.protocol import protocol
     from cuvae.errors import CuvaeError
     from cuvae.measure import evaluation
 
     # only the test set is needed; say where it came from without the (unused) training split
-    run = load_run(run_dir, device=device, data_dir=data_dir, test_size=test_size, test_binarize=test_binarize,
-                   progress=progress, log=lambda m: log(m) if log and not m.startswith("using ") else None)
+    if run is None:
+        run = load_run(run_dir, device=device, data_dir=data_dir, test_size=test_size, test_binarize=test_binarize,
+                       progress=progress, log=lambda m: log(m) if log and not m.startswith("using ") else None)
     ckpt, cfg, data, model, P, x, backend = run.ckpt, run.ckpt.config, run.data, run.model, run.P, run.x, run.backend
     seed = cfg.seed if seed is None else seed
     if log:
@@ -175,13 +177,14 @@ def main(argv=None) -> int:
 
 
 def analyse_run(run_dir, *, device: str = "auto", data_dir=None, test_size=None, seed: int | None = None,
-                n_sharp: int = 1000, log=None, progress: bool = False) -> dict:
+                n_sharp: int = 1000, log=None, progress: bool = False, run=None) -> dict:
     """Sharpness scores and (for a VAE) the ELBO surgery of a trained run, on its test set (``seed`` None:
-    the run's)."""
+    the run's; ``run``: the run already opened, as for :func:`evaluate_run`)."""
     from cuvae.cli.runs import load_run
     from cuvae.measure.analysis import elbo_surgery, sharpness_scores
 
-    run = load_run(run_dir, device=device, data_dir=data_dir, test_size=test_size, progress=progress, log=log)
+    if run is None:
+        run = load_run(run_dir, device=device, data_dir=data_dir, test_size=test_size, progress=progress, log=log)
     cfg, model, P, x = run.ckpt.config, run.model, run.P, run.x
     seed = cfg.seed if seed is None else seed
     vae = cfg.model == "vae"

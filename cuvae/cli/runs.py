@@ -28,15 +28,16 @@ class Loaded:
 
 
 def load_run(run_dir, *, device="auto", data_dir=None, test_size=None, test_binarize=None, progress=False,
-             log=None) -> Loaded:
-    """Open ``run_dir``; ``test_binarize`` None keeps the run's choice. Only the test split is loaded."""
+             log=None, ckpt=None) -> Loaded:
+    """Open ``run_dir``; ``test_binarize`` None keeps the run's choice. Only the test split is loaded.
+    ``ckpt``: its checkpoint, when the caller has already read it."""
     from cuvae.backends.backend import get_backend
     from cuvae.data import load_dataset
     from cuvae.data.protocol import evaluation_images
     from cuvae.engine.checkpoint import load_checkpoint
     from cuvae.engine.provenance import data_dir_for_resume
 
-    ckpt = load_checkpoint(run_dir)
+    ckpt = ckpt or load_checkpoint(run_dir)
     cfg = ckpt.config
     data_dir = data_dir_for_resume(ckpt.data, data_dir, run_dir)
     backend = get_backend(device, log=log)

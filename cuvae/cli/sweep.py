@@ -79,16 +79,23 @@ def run_one(spec: RunSpec, listeners=()) -> dict:
 
 
 def _train_and_evaluate(spec: RunSpec, listeners=()) -> dict:
+    from cuvae.engine import runlock
+    from cuvae.engine.config import TrainConfig
+
+    run_dir = Path(spec.run_dir)
+    config = TrainConfig.from_dict(spec.config)
+    with runlock.hold(run_dir):  # training, evaluation and result.json: one writer (re-entered by the trainer)
+        return _train_and_evaluate_locked(spec, run_dir, config, listeners)
+
+
+def _train_and_evaluate_locked(spec: RunSpec, run_dir: Path, config, listeners) -> dict:
     from cuvae.backends.backend import get_backend
     from cuvae.engine.checkpoint import CHECKPOINT, check_same_model, load_checkpoint
-    from cuvae.engine.config import TrainConfig
     from cuvae.cli.console import PictureWriter
     from cuvae.data import load_dataset
     from cuvae.engine.tracking import tracking_listeners
     from cuvae.engine.trainer import Trainer
 
-    run_dir = Path(spec.run_dir)
-    config = TrainConfig.from_dict(spec.config)
     quiet = lambda *_: None  # noqa: E731
     resume = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).exists() else None
     status = "trained"
@@ -154,10 +161,10 @@ class _LogFile:
 
 def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
     """The run's evaluation, from RUN_DIR/result.json when it matches (same epoch, k, seed), else computed."""
-    from cuvae.cli.evaluate import analyse_run
     from cuvae.atomic import atomic_write_bytes
+    from cuvae.cli.evaluate import analyse_run, evaluate_run
+    from cuvae.cli.runs import load_run
     from cuvae.engine.checkpoint import load_checkpoint
-    from cuvae.cli.evaluate import evaluate_run
     from cuvae.engine.trainer import METRICS
 
     ckpt = load_checkpoint(run_dir)
@@ -173,9 +180,9 @@ def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
         except (ValueError, KeyError, TypeError):
             pass  # torn or old: evaluate again
     quiet = lambda *_: None  # noqa: E731
-    ev = evaluate_run(run_dir, iwae_k=spec.iwae_k, seed=eval_seed, device=spec.device, data_dir=spec.data_dir,
-                      pictures=True, log=quiet, progress=False)
-    an = analyse_run(run_dir, device=spec.device, data_dir=spec.data_dir, seed=eval_seed)
+    run = load_run(run_dir, device=spec.device, data_dir=spec.data_dir, ckpt=ckpt)  # opened once for both
+    ev = evaluate_run(run_dir, iwae_k=spec.iwae_k, seed=eval_seed, pictures=True, log=quiet, progress=False, run=run)
+    an = analyse_run(run_dir, seed=eval_seed, run=run)
     seconds, rates = 0.0, []
     metrics = run_dir / METRICS
     if metrics.exists():
