@@ -276,3 +276,60 @@ def test_a_run_locked_by_another_process_is_neither_trained_nor_evaluated(first_
         (run / "result.json").write_bytes(result)
     assert again[0]["status"] == "failed" and "in use by another cuvae process" in again[0]["error"]
     assert written == []
+
+
+TOGETHER = ["--hidden", "16", "--train-size", "1000", "--test-size", "60", "--batch-size", "50", "--lr", "3e-3"]
+
+
+def test_seeds_trained_together_write_separate_runs(tmp_path):
+    """--seeds-together yes on the CPU (the k-model step's NumPy twins): each seed's run directory is a
+    complete run; resumed together, both end exactly where cuvae.multi's MultiModel ends (the design's
+    promise: model i is its seed's init, all see the first seed's batches); and they learn as much as
+    separate runs of the same seeds."""
+    from cuvae.backends.multi import MultiModel
+    from cuvae.data import load_dataset
+    from cuvae.data.base import prepare_images
+    from cuvae.engine.config import TrainConfig
+
+    def run(out, epochs, mode):
+        return sweep.run_sweep(out, latents=(2,), seeds=(1, 2), train_args=TOGETHER + ["--epochs", str(epochs)],
+                               device="cpu", data_dir=SUBSET_DIR, iwae_k=5, pictures=False, seeds_together=mode)
+
+    first = run(tmp_path / "t", 1, "yes")
+    together = run(tmp_path / "t", 2, "yes")
+    assert [r["status"] for r in first] == ["trained"] * 2 and [r["status"] for r in together] == ["resumed"] * 2
+    assert all(r["note"] == "seeds 1,2 of vae-z2 trained together as 2 models in one step, in seed 1's data order"
+               for r in first + together)
+    config = TrainConfig.from_dict(json.loads((tmp_path / "t" / "vae-z2-s1" / "config.json").read_text()))
+    data = load_dataset("mnist", data_dir=SUBSET_DIR, train_size=1000, test_size=60, progress=False, log=lambda *_: None)
+    multi = MultiModel(config.arch, [1, 2], prepare_images(data.train_x, "none", np.float32), batch=50, lr=3e-3,
+                       init="pytorch", seed=1, engine="twin")
+    for epoch in (1, 2):
+        multi.train_epoch(epoch)
+    for i, r in enumerate(together):
+        ckpt = load_checkpoint(r["run_dir"])
+        assert ckpt.epoch == 2 and ckpt.adam_step == 40
+        np.testing.assert_allclose(ckpt.params, multi.params(i), rtol=1e-5, atol=1e-6)
+
+    apart = run(tmp_path / "a", 2, "no")
+    assert all(not r.get("note") for r in apart)
+    for t, a in zip(together, apart):
+        assert t["test_loss"] == pytest.approx(a["test_loss"], rel=0.06) and t["test_loss"] < 0.6 * 543  # untrained: ln 2 * 784
+        tdir, adir = (os.path.dirname(r["run_dir"] + "/") for r in (t, a))
+        assert sorted(os.listdir(tdir)) == sorted(os.listdir(adir) + ["together.json"])
+        for name in ("config.json", "train.log"):
+            assert (len(open(os.path.join(tdir, name)).read().splitlines())
+                    == len(open(os.path.join(adir, name)).read().splitlines()))
+        assert open(os.path.join(tdir, "config.json")).read() == open(os.path.join(adir, "config.json")).read()
+        lines = [json.loads(s) for s in open(os.path.join(tdir, "metrics.jsonl"))]
+        assert [sorted(m) for m in lines] == [sorted(json.loads(s)) for s in open(os.path.join(adir, "metrics.jsonl"))]
+        assert [m["epoch"] for m in lines] == [1, 2] and lines[1]["test_loss"] == t["test_loss"]
+
+
+def test_seeds_the_k_model_step_cannot_train_go_one_by_one_and_say_why(tmp_path):
+    rows = sweep.run_sweep(tmp_path / "s", latents=(2,), seeds=(1, 2), device="cpu", data_dir=SUBSET_DIR, iwae_k=5,
+                           train_args=TINY + ["--epochs", "1", "--activation", "tanh"], pictures=False,
+                           seeds_together="yes")
+    assert [r["status"] for r in rows] == ["trained"] * 2
+    assert all(r["note"] == "trained alone: the k-model step cannot train --activation tanh" for r in rows)
+    assert not list((tmp_path / "s").glob("*/together.json"))

@@ -57,6 +57,7 @@ class RunSpec:
     env: dict = field(default_factory=dict)
     tracking: dict = field(default_factory=dict)  # tensorboard, mlflow, mlflow_experiment (cuvae.engine.tracking)
     axes: tuple = ()  # the options besides model, latent and seed that the sweep varies (columns of its tables)
+    together: str = "no"  # --seeds-together: auto, yes or no (cuvae.cli.sweep_together)
 
     @property
     def name(self) -> str:
@@ -90,45 +91,65 @@ def _train_and_evaluate(spec: RunSpec, listeners=()) -> dict:
 
 def _train_and_evaluate_locked(spec: RunSpec, run_dir: Path, config, listeners) -> dict:
     from cuvae.backends.backend import get_backend
-    from cuvae.engine.checkpoint import CHECKPOINT, check_same_model, load_checkpoint
-    from cuvae.cli.console import PictureWriter
-    from cuvae.data import load_dataset
-    from cuvae.engine.tracking import tracking_listeners
     from cuvae.engine.trainer import Trainer
 
-    quiet = lambda *_: None  # noqa: E731
-    resume = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).exists() else None
-    status = "trained"
-    if resume is not None:
-        stored = resume.config
-        check_same_model(stored, config, run_dir)
-        diffs = [k for k in FROZEN if getattr(stored, k) != getattr(config, k)]
-        if diffs:
-            raise CuvaeError(f"{run_dir} was trained with {', '.join(f'{k}={getattr(stored, k)}' for k in diffs)}, this sweep "
-                             f"asks for {', '.join(f'{k}={getattr(config, k)}' for k in diffs)}: use a new --out")
-        if resume.epoch > config.epochs:
-            raise CuvaeError(f"{run_dir} already holds {resume.epoch} epochs, more than --epochs {config.epochs}: "
-                             f"pass --epochs {resume.epoch} or use a new --out")
-        status = "done" if resume.epoch == config.epochs else "resumed"
+    resume, status = resume_state(run_dir, config)
     if status != "done":
-        from cuvae.engine.provenance import data_dir_for_resume
-
-        backend = get_backend(spec.device)
-        data_dir = data_dir_for_resume(resume.data, spec.data_dir, run_dir) if resume is not None else spec.data_dir
-        data = load_dataset(config.dataset, data_dir=data_dir, train_size=config.train_size,
-                            test_size=config.test_size, progress=False, log=quiet)
-        if config.batch_size > len(data.train_x):
-            raise CuvaeError(f"--batch-size {config.batch_size} is larger than the {len(data.train_x)} training examples")
-        log_path = run_dir / "train.log"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_file = _LogFile(log_path)
-        trackers = tracking_listeners(argparse.Namespace(**spec.tracking), run_dir, warn=log_file.warn,
-                                      run_name=f"{run_dir.parent.name}/{run_dir.name}") if spec.tracking else []
-        trainer = Trainer(config, backend, data, run_dir, resume=resume,
-                          listeners=[PictureWriter(run_dir), log_file, *trackers, *listeners])
+        data = load_data(spec, config, resume)
+        trainer = Trainer(config, get_backend(spec.device), data, run_dir, resume=resume,
+                          listeners=run_listeners(spec, run_dir, listeners))
         result = trainer.run()
         if result.reason != "completed":
             raise CuvaeError(f"{run_dir.name}: {result.message}")
+    return evaluated_row(spec, run_dir, config, status)
+
+
+def resume_state(run_dir: Path, config):
+    """(the run's checkpoint or None, "trained" | "resumed" | "done"); a run this sweep may not continue raises."""
+    from cuvae.engine.checkpoint import CHECKPOINT, check_same_model, load_checkpoint
+
+    resume = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).exists() else None
+    if resume is None:
+        return None, "trained"
+    stored = resume.config
+    check_same_model(stored, config, run_dir)
+    diffs = [k for k in FROZEN if getattr(stored, k) != getattr(config, k)]
+    if diffs:
+        raise CuvaeError(f"{run_dir} was trained with {', '.join(f'{k}={getattr(stored, k)}' for k in diffs)}, this sweep "
+                         f"asks for {', '.join(f'{k}={getattr(config, k)}' for k in diffs)}: use a new --out")
+    if resume.epoch > config.epochs:
+        raise CuvaeError(f"{run_dir} already holds {resume.epoch} epochs, more than --epochs {config.epochs}: "
+                         f"pass --epochs {resume.epoch} or use a new --out")
+    return resume, "done" if resume.epoch == config.epochs else "resumed"
+
+
+def load_data(spec: RunSpec, config, resume):
+    """The dataset the run trains on (a resumed run's own, from its data record)."""
+    from cuvae.data import load_dataset
+    from cuvae.engine.provenance import data_dir_for_resume
+
+    run_dir = Path(spec.run_dir)
+    data_dir = data_dir_for_resume(resume.data, spec.data_dir, run_dir) if resume is not None else spec.data_dir
+    data = load_dataset(config.dataset, data_dir=data_dir, train_size=config.train_size,
+                        test_size=config.test_size, progress=False, log=lambda *_: None)
+    if config.batch_size > len(data.train_x):
+        raise CuvaeError(f"--batch-size {config.batch_size} is larger than the {len(data.train_x)} training examples")
+    return data
+
+
+def run_listeners(spec: RunSpec, run_dir: Path, listeners=()) -> list:
+    """What a sweep run writes besides its checkpoint and metrics: pictures, train.log, the trackers."""
+    from cuvae.cli.console import PictureWriter
+    from cuvae.engine.tracking import tracking_listeners
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_file = _LogFile(run_dir / "train.log")
+    trackers = tracking_listeners(argparse.Namespace(**spec.tracking), run_dir, warn=log_file.warn,
+                                  run_name=f"{run_dir.parent.name}/{run_dir.name}") if spec.tracking else []
+    return [PictureWriter(run_dir), log_file, *trackers, *listeners]
+
+
+def evaluated_row(spec: RunSpec, run_dir: Path, config, status: str) -> dict:
     row = _evaluate(spec, run_dir, config)
     row["status"] = "skipped" if status == "done" and row.pop("_cached") else status
     row.pop("_cached", None)
@@ -215,16 +236,19 @@ def _thread_env(threads: int) -> dict:
     return {k: n for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def _run_slots(specs: list[RunSpec], slot_envs: list[dict], on_done) -> list[dict]:
-    """Run specs over len(slot_envs) single-process workers (spawned, each with its environment)."""
+def _run_slots(jobs: list[list[RunSpec]], slot_envs: list[dict], on_done) -> list[dict]:
+    """Run jobs over len(slot_envs) single-process workers (spawned, each with its environment);
+    returns the rows in the jobs' order."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
+    from cuvae.cli.sweep_together import run_job
+
     todo: queue.Queue = queue.Queue()
-    for i, s in enumerate(specs):
-        todo.put((i, s))
-    rows: list[dict | None] = [None] * len(specs)
+    for i, job in enumerate(jobs):
+        todo.put((i, job))
+    done: list[list | None] = [None] * len(jobs)
     ctx = multiprocessing.get_context("spawn")
 
     def slot(env):
@@ -232,17 +256,18 @@ def _run_slots(specs: list[RunSpec], slot_envs: list[dict], on_done) -> list[dic
         try:
             while True:
                 try:
-                    i, spec = todo.get_nowait()
+                    i, job = todo.get_nowait()
                 except queue.Empty:
                     return
                 try:
-                    row = pool.submit(run_one, spec).result()
+                    rows = pool.submit(run_job, job).result()
                 except BrokenProcessPool as err:  # the worker died (killed, out of memory): report, start a new one
-                    row = {**_blank(spec), "error": f"worker process died ({err})"}
+                    rows = [{**_blank(spec), "error": f"worker process died ({err})"} for spec in job]
                     pool.shutdown(cancel_futures=True)
                     pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(env,))
-                rows[i] = row
-                on_done(row)
+                done[i] = rows
+                for row in rows:
+                    on_done(row)
         finally:
             pool.shutdown()
 
@@ -252,7 +277,7 @@ def _run_slots(specs: list[RunSpec], slot_envs: list[dict], on_done) -> list[dic
     for t in threads:
         while t.is_alive():
             t.join(0.2)  # short joins keep Ctrl-C responsive
-    return rows
+    return [row for rows in done for row in rows]
 
 
 def _blank(spec: RunSpec) -> dict:
@@ -300,12 +325,13 @@ def unique(values) -> list:
 def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_args=(), device="cpu", data_dir=None,
               iwae_k: int = 100, eval_seed: int | None = None, jobs: int = 1, gpus=None, ray=None, ray_cpus: float = 1,
               pictures: bool = True, log=None, ray_options: dict | None = None, tracking: dict | None = None,
-              axes: dict | None = None) -> list[dict]:
+              axes: dict | None = None, seeds_together: str = "auto") -> list[dict]:
     """Run a sweep and write SWEEP_DIR/results.{csv,json,md} (and latent_comparison.png); returns the rows.
 
     ``train_args`` are cuvae-train options (e.g. ``["--recipe", "chapter", "--epochs", "10"]``),
     parsed by the training CLI's own parser; ``axes`` ({option: [values]}, e.g. ``{"lr": [1e-3, 3e-4]}``)
-    varies other training options too: one run per combination. ``jobs`` worker processes on the CPU; ``gpus``
+    varies other training options too: one run per combination. ``seeds_together`` ("auto": on a GPU,
+    "yes", "no"): the seeds of one configuration train as k models in one step (cuvae.cli.sweep_together). ``jobs`` worker processes on the CPU; ``gpus``
     a list of device ids, one worker process each; ``ray`` "default" (``ray.init()``), "auto", "local"
     or an address (an existing ``ray.init`` in this process is used as it is), with ``ray_options``
     for :func:`cuvae.cli.sweep_ray.run_ray`. ``tracking`` (tensorboard, mlflow, mlflow_experiment)
@@ -332,7 +358,9 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
         return config_from_args(ns)
 
     latents, seeds, models = unique(latents), unique(seeds), unique(models)
-    specs = plan(config_for, latents, seeds, models, out, axes, device=device,
+    if seeds_together == "auto" and device == "cpu":
+        seeds_together = "no"
+    specs = plan(config_for, latents, seeds, models, out, axes, device=device, together=seeds_together,
                  data_dir=str(data_dir) if data_dir else None, iwae_k=iwae_k, eval_seed=eval_seed,
                  tracking={k: v for k, v in (tracking or {}).items() if v})
     if ray:  # connect first: an unreachable cluster fails before anything is written
@@ -349,22 +377,27 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
             count[0] += 1
             log(_row_line(row, count[0], len(specs)))
 
+    from cuvae.cli.sweep_together import group_jobs, run_job
+
+    work = group_jobs(specs, seeds_together)  # lists of runs: one, or the seeds of one configuration
     if ray:
         from cuvae.cli.sweep_ray import run_ray
 
         options = {"cpus": ray_cpus, "gpus": 1 if device == "gpu" else 0, **(ray_options or {})}
-        rows = run_ray(specs, ray, on_done, run_one=run_one, blank=_blank, log=log, **options)
+        rows = run_ray(work, ray, on_done, run_job=run_job, blank=_blank, log=log, **options)
     elif gpus:
-        rows = _run_slots(specs, [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus], on_done)
+        rows = _run_slots(work, [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus], on_done)
     elif jobs > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        rows = _run_slots(specs, [_thread_env(threads)] * jobs, on_done)
+        rows = _run_slots(work, [_thread_env(threads)] * jobs, on_done)
     else:
         rows = []
-        for spec in specs:
-            log(f"[{len(rows) + 1}/{len(specs)}] {spec.name} ...")
-            rows.append(run_one(spec))
-            on_done(rows[-1])
+        for job in work:
+            names = ", ".join(spec.name for spec in job)
+            log(f"[{len(rows) + 1}{'' if len(job) == 1 else f'-{len(rows) + len(job)}'}/{len(specs)}] {names} ...")
+            for row in run_job(job):
+                rows.append(row)
+                on_done(row)
     write_results(out, rebuild_rows(out, rows, tuple(axes)), iwae_k, tuple(axes))  # a failure never replaces good rows
     # the latent comparison compares latent sizes: at the first value of every other axis
     shown = [r for r in rows if r["status"] != "failed" and all(r[k] == v[0] for k, v in axes.items())]
@@ -413,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=nonneg_int, nargs="+", default=[1], metavar="S",
                    help="seeds, one run each (default 1); each run's test figures use its own seed")
     s.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    s.add_argument("--seeds-together", choices=("auto", "yes", "no"), default="auto",
+                   help="train the seeds of one configuration together, as k models in one step (cuvae.multi): "
+                        "auto (default): on a GPU, when the configuration allows it (MLP, ReLU, one-sample ELBO, "
+                        "constant lr, float32, no --clip-norm; otherwise each row says why not); yes: also on the "
+                        "CPU, with the step's NumPy twins (slow: a check); no: one run per seed. Together, all seeds "
+                        "see the first seed's data order (and each its own init and noise)")
     s.add_argument("--with-ae", action="store_true", help="also train the plain autoencoder (--model ae) for each run, "
                                                           "the blurriness baseline")
     s.add_argument("--out", type=Path, required=True, metavar="SWEEP_DIR", help="folder for the runs and the results")
@@ -522,7 +561,8 @@ def main(argv=None) -> int:
     try:
         rows = run_sweep(args.out, latents, seeds, models=models, train_args=train_argv, device=device, axes=axes,
                          data_dir=args.data_dir, iwae_k=args.iwae_k, jobs=args.jobs, gpus=args.gpus, ray=args.ray,
-                         ray_cpus=args.ray_cpus, pictures=not args.no_pictures, log=console.print,
+                         ray_cpus=args.ray_cpus, pictures=not args.no_pictures, log=lambda m: console.print(escape(m)),
+                         seeds_together=args.seeds_together,
                          ray_options=_ray_options(args), tracking={k: getattr(args, k) for k in
                                                                    ("tensorboard", "mlflow", "mlflow_experiment")})
     except KeyboardInterrupt:

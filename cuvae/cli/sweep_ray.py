@@ -1,4 +1,5 @@
-"""cuvae-sweep's Ray side: one Ray task per run, on a cluster whose nodes need share no disk.
+"""cuvae-sweep's Ray side: one Ray task per job (a run, or the seeds of one configuration trained
+together), on a cluster whose nodes need share no disk.
 
 Without shared storage, a task never sees the sweep directory (it is given only the run's
 name): it trains in a scratch folder on its node, seeded with the files the driver ships
@@ -133,26 +134,32 @@ class _Shipper:
         (self.run_dir.parent / SHIPPED).write_text(json.dumps({"epoch": event.epoch, "pid": os.getpid()}))
 
 
-def run_task(spec, files: dict[str, bytes], inbox, max_bytes: int, run_one) -> dict:
-    """One run in a scratch folder of this node (``run_one`` trains and scores it: the sweep hands it in,
-    so this module need not import the sweep); returns {"row", "files", "left_out", "node"}."""
+def run_task(job: list, files: dict[str, dict], inbox, max_bytes: int, run_job) -> dict:
+    """One job's runs in a scratch folder of this node (``run_job`` trains and scores them: the sweep hands
+    it in, so this module need not import the sweep); ``files``: each run's, by name. Returns
+    {"rows", "files" (by name), "left_out" (by name), "node"}."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
     if inbox is None:  # shared storage: in place
-        return {"row": run_one(spec), "files": {}, "left_out": [], "node": node}
-    epoch, newer = ray.get(inbox.latest.remote(spec.name))
-    if newer:
-        files = newer  # an earlier attempt of this task shipped epoch `epoch` before its worker was lost
+        return {"rows": run_job(job), "files": {}, "left_out": {}, "node": node}
     scratch = Path(tempfile.mkdtemp(prefix="cuvae-ray-"))
     try:
-        run_dir = scratch / spec.name
-        write_run(run_dir, files)
-        row = run_one(replace(spec, run_dir=str(run_dir)), listeners=[_Shipper(run_dir, inbox, spec.name, max_bytes)])
-        out, left = gather(run_dir, max_bytes)
-        if newer:
-            row["note"] = f"retried from the checkpoint of epoch {epoch} shipped by a lost attempt"
-        return {"row": row, "files": out, "left_out": left, "node": node}
+        local, retried = [], {}
+        for spec in job:
+            epoch, newer = ray.get(inbox.latest.remote(spec.name))
+            if newer:
+                retried[spec.name] = epoch  # an earlier attempt of this task shipped it before its worker was lost
+            write_run(scratch / spec.name, newer or files.get(spec.name, {}))
+            local.append(replace(spec, run_dir=str(scratch / spec.name)))
+        rows = run_job(local, lambda s: [_Shipper(Path(s.run_dir), inbox, s.name, max_bytes)])
+        out, left = {}, {}
+        for spec, row in zip(job, rows):
+            out[spec.name], left[spec.name] = gather(scratch / spec.name, max_bytes)
+            if spec.name in retried:
+                row["note"] = (f"retried from the checkpoint of epoch {retried[spec.name]} shipped by a lost attempt; "
+                               + row.get("note", "")).rstrip("; ")
+        return {"rows": rows, "files": out, "left_out": left, "node": node}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -172,11 +179,12 @@ class _Inbox:
 
 
 # ---- the driver --------------------------------------------------------------------------------------
-def run_ray(specs: list, address: str, on_done, *, run_one, blank, cpus: float = 1, gpus: float = 0, shared_dir=None,
+def run_ray(jobs: list, address: str, on_done, *, run_job, blank, cpus: float = 1, gpus: float = 0, shared_dir=None,
             max_mb: float = MAX_MB, retries: int = 3, timeout: float = CONNECT_TIMEOUT, log=None) -> list[dict]:
-    """Run the specs as Ray tasks; the driver writes what each returns into its run directory.
+    """Run the jobs (lists of specs) as Ray tasks; the driver writes what each returns into its run
+    directories. Returns the rows in the jobs' order.
 
-    ``run_one(spec, listeners)`` trains and scores one run, ``blank(spec)`` is a failed run's row."""
+    ``run_job(specs, listeners_for)`` trains and scores a job's runs, ``blank(spec)`` is a failed run's row."""
     ray = connect(address, timeout)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -188,36 +196,42 @@ def run_ray(specs: list, address: str, on_done, *, run_one, blank, cpus: float =
         inbox = ray.remote(num_cpus=0)(_Inbox).options(scheduling_strategy=here).remote()
     task = ray.remote(run_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries, retry_exceptions=False)
     pending = {}
-    for i, spec in enumerate(specs):
-        if shared_dir is None:
-            files, left = gather(Path(spec.run_dir), max_bytes)
-            if left:
-                log(f"{spec.name}: {', '.join(left)} over --ray-max-mb {max_mb:g}, not shipped to the node")
-            remote = replace(spec, run_dir=spec.name)  # the node learns the run's name, never the driver's path
-        else:
-            files, remote = {}, replace(spec, run_dir=str(Path(shared_dir) / spec.name))
-        pending[task.remote(remote, files, inbox, max_bytes, run_one)] = i
-    rows: list = [None] * len(specs)
+    for i, job in enumerate(jobs):
+        files, remote = {}, []
+        for spec in job:
+            if shared_dir is None:
+                files[spec.name], left = gather(Path(spec.run_dir), max_bytes)
+                if left:
+                    log(f"{spec.name}: {', '.join(left)} over --ray-max-mb {max_mb:g}, not shipped to the node")
+                remote.append(replace(spec, run_dir=spec.name))  # the node learns the run's name, never the driver's path
+            else:
+                remote.append(replace(spec, run_dir=str(Path(shared_dir) / spec.name)))
+        pending[task.remote(remote, files, inbox, max_bytes, run_job)] = i
+    done_rows: list = [None] * len(jobs)
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(done[0])
-            spec = specs[i]
+            job = jobs[i]
             try:
                 result = ray.get(done[0])
             except Exception as err:  # noqa: BLE001 - worker or node lost, retries spent: nothing is written
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-                row = {**blank(spec), "error": f"Ray task failed after {retries} retries: {first}"}
+                rows = [{**blank(spec), "error": f"Ray task failed after {retries} retries: {first}"} for spec in job]
             else:
-                row = {**result["row"], "run_dir": spec.run_dir, "ray_node": result["node"]}
-                if result["files"]:
-                    write_run(Path(spec.run_dir), result["files"])
-                if result["left_out"]:
-                    row["note"] = (row.get("note", "") + f"; not returned (over --ray-max-mb {max_mb:g}): "
-                                   f"{', '.join(result['left_out'])}").lstrip("; ")
-            rows[i] = row
-            on_done(row)
+                rows = []
+                for spec, row in zip(job, result["rows"]):
+                    row = {**row, "run_dir": spec.run_dir, "ray_node": result["node"]}
+                    if result["files"].get(spec.name):
+                        write_run(Path(spec.run_dir), result["files"][spec.name])
+                    if result["left_out"].get(spec.name):
+                        row["note"] = (row.get("note", "") + f"; not returned (over --ray-max-mb {max_mb:g}): "
+                                       f"{', '.join(result['left_out'][spec.name])}").lstrip("; ")
+                    rows.append(row)
+            done_rows[i] = rows
+            for row in rows:
+                on_done(row)
     finally:
         if inbox is not None:
             ray.kill(inbox)
-    return rows
+    return [row for rows in done_rows for row in rows]

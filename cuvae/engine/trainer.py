@@ -45,7 +45,9 @@ def one_line(err: BaseException) -> str:
 class Trainer:
     def __init__(self, config: TrainConfig, backend: Backend, dataset, run_dir, *,
                  listeners: list[Listener] = (), resume: Checkpoint | None = None, report_every: float = 0.25,
-                 graph: bool = True, tf32: bool = False):
+                 graph: bool = True, tf32: bool = False, own_steps: bool = True):
+        """``own_steps=False``: the trainer of one of k models that :class:`cuvae.engine.together.TrainTogether`
+        steps together; it opens no device step of its own (and says nothing about one)."""
         self.config, self.backend, self.dataset = config, backend, dataset
         self.run_dir = Path(run_dir)
         self.listeners = list(listeners)
@@ -86,10 +88,10 @@ class Trainer:
         # device, captured in a CUDA graph unless graph=False); anything else takes the loop below
         self._graph, self._tf32 = graph, tf32
         blocker = objective.fused_gpu_blocker(config)
-        if backend.name == "gpu" and blocker:
+        if backend.name == "gpu" and blocker and own_steps:
             self.emit(Notice(f"the fused GPU step is ReLU, one-sample ELBO, constant lr only; {blocker}: using the plain CuPy step"))
-        self._device_wanted = (backend.name == "gpu" and self.dtype == np.float32 and config.clip_norm is None
-                               and type(self.model).__name__ == "VAE" and not blocker)
+        self._device_wanted = (own_steps and backend.name == "gpu" and self.dtype == np.float32
+                               and config.clip_norm is None and type(self.model).__name__ == "VAE" and not blocker)
         self._device_step, self._device_proven = None, False
         self._open_device_step()
 
@@ -167,10 +169,7 @@ class Trainer:
 
     def _run(self) -> TrainingFinished:
         cfg = self.config
-        self._write(lambda: write_run_config(self.run_dir, cfg, self.data_record), "config.json")
-        self._trim_metrics()
-        self.emit(RunStarted(str(self.run_dir), cfg.to_dict(), self.backend.device_name, self.dataset.source,
-                             self.epoch, self.steps_per_epoch, int(self.train_x.shape[0])))
+        self._begin()
         if self.epoch >= cfg.epochs:
             self.emit_pictures()
             return self._finish("completed", f"already trained for {_epochs(self.epoch)}; pass a larger --epochs to go on")
@@ -181,6 +180,14 @@ class Trainer:
                 return result
         self.emit_pictures()
         return self._finish("completed", f"trained {_epochs(self.epoch)}; model in {self.run_dir}")
+
+    def _begin(self) -> None:
+        """The run's record before its first step: config.json, metrics trimmed to the checkpoint, RunStarted."""
+        cfg = self.config
+        self._write(lambda: write_run_config(self.run_dir, cfg, self.data_record), "config.json")
+        self._trim_metrics()
+        self.emit(RunStarted(str(self.run_dir), cfg.to_dict(), self.backend.device_name, self.dataset.source,
+                             self.epoch, self.steps_per_epoch, int(self.train_x.shape[0])))
 
     def _warm_up(self) -> None:
         """Compile the CPU kernels (numba, on first use) before an epoch's clock starts.
@@ -302,8 +309,12 @@ class Trainer:
         if self._device_step is not None:
             self._device_step.synchronize()
         backend.synchronize()
-        seconds = time.perf_counter() - start - paused_for
-        train = read_sums() / n
+        return self._end_epoch(epoch, read_sums() / n, time.perf_counter() - start - paused_for)
+
+    def _end_epoch(self, epoch: int, train, seconds: float) -> TrainingFinished | None:
+        """After an epoch's steps (``train``: mean loss, recon, kl): the test figures, the metrics line, the
+        checkpoint, the events and pictures; a TrainingFinished if the run diverged."""
+        cfg, n, B = self.config, self.train_x.shape[0], self.config.batch_size
         if not np.isfinite(train).all():
             return self._diverged(epoch)
         self.emit(StepMetrics(epoch, self.steps_per_epoch, self.steps_per_epoch, *map(float, train), n / seconds))
