@@ -27,204 +27,16 @@ import queue
 import sys
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cuvae.engine.options import MODEL_FLAGS, TRAIN_FLAGS, nonneg_int, positive_int, run_main, stderr_console
 from cuvae.errors import CuvaeError
-from cuvae.cli.sweep_results import RESULT, axis_text, rebuild_rows, rich_table, run_name, summarise, write_results
+from cuvae.cli.sweep_results import axis_text, rebuild_rows, rich_table, run_name, summarise, write_results
+from cuvae.cli.sweep_run import RunSpec, blank, run_one  # noqa: F401 - run_one: the API's one-run entry point
 
 # training options a sweep may vary besides its own axes (model, latent, seeds), in run-name order
 AXES = tuple(k for k in ("recipe",) + MODEL_FLAGS + TRAIN_FLAGS if k not in ("model", "latent", "seed"))
 LIST_VALUED = ("hidden", "channels")  # one value of these is already a list: an axis over them is a list of lists
-
-# what a resumed run may not change (the data and the noise it was trained on)
-FROZEN = ("recipe", "dataset", "model", "hidden", "latent", "likelihood", "init", "beta", "kl_warmup", "batch_size", "lr",
-          "clip_norm", "seed", "binarize", "train_size", "test_size", "dtype")
-
-
-@dataclass
-class RunSpec:
-    """One run of a sweep; plain data, so it pickles into worker processes and Ray tasks."""
-
-    run_dir: str
-    config: dict
-    device: str = "auto"
-    data_dir: str | None = None
-    iwae_k: int = 100
-    eval_seed: int | None = None  # None: each run's own seed (the one its training evaluated with)
-    env: dict = field(default_factory=dict)
-    tracking: dict = field(default_factory=dict)  # tensorboard, mlflow, mlflow_experiment (cuvae.engine.tracking)
-    axes: tuple = ()  # the options besides model, latent and seed that the sweep varies (columns of its tables)
-    together: str = "no"  # --seeds-together: auto, yes or no (cuvae.cli.sweep_together)
-
-    @property
-    def name(self) -> str:
-        return Path(self.run_dir).name
-
-
-def run_one(spec: RunSpec, listeners=()) -> dict:
-    """Train (or resume, or skip) and evaluate one run; returns its row. Never raises: a failure is a row."""
-    row = {**_blank(spec), "error": "", "likelihood": spec.config.get("likelihood")}
-    try:
-        row.update(_train_and_evaluate(spec, listeners))
-        row["error"] = ""
-    except CuvaeError as err:
-        row["error"] = str(err)
-    except Exception as err:  # noqa: BLE001 - a bug in one run must not stop the sweep
-        row["error"] = f"{type(err).__name__}: {err}"
-        Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(spec.run_dir) / "error.log").write_text(traceback.format_exc())
-    return row
-
-
-def _train_and_evaluate(spec: RunSpec, listeners=()) -> dict:
-    from cuvae.engine import runlock
-    from cuvae.engine.config import TrainConfig
-
-    run_dir = Path(spec.run_dir)
-    config = TrainConfig.from_dict(spec.config)
-    with runlock.hold(run_dir):  # training, evaluation and result.json: one writer (re-entered by the trainer)
-        return _train_and_evaluate_locked(spec, run_dir, config, listeners)
-
-
-def _train_and_evaluate_locked(spec: RunSpec, run_dir: Path, config, listeners) -> dict:
-    from cuvae.backends.backend import get_backend
-    from cuvae.engine.trainer import Trainer
-
-    resume, status = resume_state(run_dir, config)
-    if status != "done":
-        data = load_data(spec, config, resume)
-        trainer = Trainer(config, get_backend(spec.device), data, run_dir, resume=resume,
-                          listeners=run_listeners(spec, run_dir, listeners))
-        result = trainer.run()
-        if result.reason != "completed":
-            raise CuvaeError(f"{run_dir.name}: {result.message}")
-    return evaluated_row(spec, run_dir, config, status)
-
-
-def resume_state(run_dir: Path, config):
-    """(the run's checkpoint or None, "trained" | "resumed" | "done"); a run this sweep may not continue raises."""
-    from cuvae.engine.checkpoint import CHECKPOINT, check_same_model, load_checkpoint
-
-    resume = load_checkpoint(run_dir) if (run_dir / CHECKPOINT).exists() else None
-    if resume is None:
-        return None, "trained"
-    stored = resume.config
-    check_same_model(stored, config, run_dir)
-    diffs = [k for k in FROZEN if getattr(stored, k) != getattr(config, k)]
-    if diffs:
-        raise CuvaeError(f"{run_dir} was trained with {', '.join(f'{k}={getattr(stored, k)}' for k in diffs)}, this sweep "
-                         f"asks for {', '.join(f'{k}={getattr(config, k)}' for k in diffs)}: use a new --out")
-    if resume.epoch > config.epochs:
-        raise CuvaeError(f"{run_dir} already holds {resume.epoch} epochs, more than --epochs {config.epochs}: "
-                         f"pass --epochs {resume.epoch} or use a new --out")
-    return resume, "done" if resume.epoch == config.epochs else "resumed"
-
-
-def load_data(spec: RunSpec, config, resume):
-    """The dataset the run trains on (a resumed run's own, from its data record)."""
-    from cuvae.data import load_dataset
-    from cuvae.engine.provenance import data_dir_for_resume
-
-    run_dir = Path(spec.run_dir)
-    data_dir = data_dir_for_resume(resume.data, spec.data_dir, run_dir) if resume is not None else spec.data_dir
-    data = load_dataset(config.dataset, data_dir=data_dir, train_size=config.train_size,
-                        test_size=config.test_size, progress=False, log=lambda *_: None)
-    if config.batch_size > len(data.train_x):
-        raise CuvaeError(f"--batch-size {config.batch_size} is larger than the {len(data.train_x)} training examples")
-    return data
-
-
-def run_listeners(spec: RunSpec, run_dir: Path, listeners=()) -> list:
-    """What a sweep run writes besides its checkpoint and metrics: pictures, train.log, the trackers."""
-    from cuvae.cli.console import PictureWriter
-    from cuvae.engine.tracking import tracking_listeners
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_file = _LogFile(run_dir / "train.log")
-    trackers = tracking_listeners(argparse.Namespace(**spec.tracking), run_dir, warn=log_file.warn,
-                                  run_name=f"{run_dir.parent.name}/{run_dir.name}") if spec.tracking else []
-    return [PictureWriter(run_dir), log_file, *trackers, *listeners]
-
-
-def evaluated_row(spec: RunSpec, run_dir: Path, config, status: str) -> dict:
-    row = _evaluate(spec, run_dir, config)
-    row["status"] = "skipped" if status == "done" and row.pop("_cached") else status
-    row.pop("_cached", None)
-    return row
-
-
-class _LogFile:
-    """Appends one line per epoch to RUN_DIR/train.log (workers have no terminal)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __call__(self, event) -> None:
-        from cuvae.cli.console import format_epoch
-        from cuvae.engine.events import EpochEnded, Notice
-
-        if isinstance(event, EpochEnded):
-            line = format_epoch(event.metrics)
-        elif isinstance(event, Notice):
-            line = f"warning: {event.message}"
-        else:
-            return
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-
-    def warn(self, message: str) -> None:
-        with open(self.path, "a") as f:
-            f.write(f"warning: {message}\n")
-
-
-def _evaluate(spec: RunSpec, run_dir: Path, config) -> dict:
-    """The run's evaluation, from RUN_DIR/result.json when it matches (same epoch, k, seed), else computed."""
-    from cuvae.atomic import atomic_write_bytes
-    from cuvae.cli.evaluate import analyse_run, evaluate_run
-    from cuvae.cli.runs import load_run
-    from cuvae.engine.checkpoint import load_checkpoint
-    from cuvae.engine.trainer import METRICS
-
-    ckpt = load_checkpoint(run_dir)
-    epoch = ckpt.epoch
-    eval_seed = config.seed if spec.eval_seed is None else spec.eval_seed
-    key = {"epoch": epoch, "iwae_k": spec.iwae_k, "eval_seed": eval_seed, "test_size": config.test_size}
-    path = run_dir / RESULT
-    if path.exists():
-        try:
-            saved = json.loads(path.read_text())
-            if saved.get("key") == key:
-                return {**saved["row"], "_cached": True}
-        except (ValueError, KeyError, TypeError):
-            pass  # torn or old: evaluate again
-    quiet = lambda *_: None  # noqa: E731
-    run = load_run(run_dir, device=spec.device, data_dir=spec.data_dir, ckpt=ckpt)  # opened once for both
-    ev = evaluate_run(run_dir, iwae_k=spec.iwae_k, seed=eval_seed, pictures=True, log=quiet, progress=False, run=run)
-    an = analyse_run(run_dir, seed=eval_seed, run=run)
-    seconds, rates = 0.0, []
-    metrics = run_dir / METRICS
-    if metrics.exists():
-        for line in metrics.read_text().splitlines():
-            try:
-                m = json.loads(line)
-            except ValueError:
-                continue
-            seconds += m["seconds"]
-            rates.append(m["examples_per_s"])
-    row = {"epochs": epoch, "test_loss": ev["test_loss"], "test_recon": ev["test_recon"], "test_kl": ev["test_kl"],
-           "iwae_nll": ev["iwae_nll"], "iwae_k": spec.iwae_k if ev["iwae_nll"] is not None else None,
-           "active_units": ev["active_units"], "sharpness": an["sharpness_recon"],
-           "sharpness_samples": an["sharpness_samples"], "mutual_info": an["mutual_info"], "marginal_kl": an["marginal_kl"],
-           "train_seconds": seconds, "examples_per_s": sum(rates) / len(rates) if rates else None,
-           "eval_seed": eval_seed, "likelihood": config.likelihood,
-           "data": (ckpt.data or {}).get("source") or ev["data_source"],  # what it trained on
-           "protocol": ev["protocol"]}
-    atomic_write_bytes(path, lambda f: f.write(json.dumps({"key": key, "row": row}, indent=2).encode()))
-    return {**row, "_cached": False}
-
 
 # ---- executors ------------------------------------------------------------------------------------
 def _init_worker(env: dict) -> None:
@@ -262,7 +74,7 @@ def _run_slots(jobs: list[list[RunSpec]], slot_envs: list[dict], on_done) -> lis
                 try:
                     rows = pool.submit(run_job, job).result()
                 except BrokenProcessPool as err:  # the worker died (killed, out of memory): report, start a new one
-                    rows = [{**_blank(spec), "error": f"worker process died ({err})"} for spec in job]
+                    rows = [{**blank(spec), "error": f"worker process died ({err})"} for spec in job]
                     pool.shutdown(cancel_futures=True)
                     pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(env,))
                 done[i] = rows
@@ -278,12 +90,6 @@ def _run_slots(jobs: list[list[RunSpec]], slot_envs: list[dict], on_done) -> lis
         while t.is_alive():
             t.join(0.2)  # short joins keep Ctrl-C responsive
     return [row for rows in done for row in rows]
-
-
-def _blank(spec: RunSpec) -> dict:
-    c = spec.config
-    return {"model": c["model"], "latent": c["latent"], **{k: c[k] for k in spec.axes}, "seed": c["seed"],
-            "run_dir": spec.run_dir, "status": "failed", "epochs": 0}
 
 
 # ---- the sweep ------------------------------------------------------------------------------------
@@ -384,7 +190,7 @@ def run_sweep(out, latents=(2, 5, 8, 20), seeds=(1,), *, models=("vae",), train_
         from cuvae.cli.sweep_ray import run_ray
 
         options = {"cpus": ray_cpus, "gpus": 1 if device == "gpu" else 0, **(ray_options or {})}
-        rows = run_ray(work, ray, on_done, run_job=run_job, blank=_blank, log=log, **options)
+        rows = run_ray(work, ray, on_done, run_job=run_job, blank=blank, log=log, **options)
     elif gpus:
         rows = _run_slots(work, [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus], on_done)
     elif jobs > 1:

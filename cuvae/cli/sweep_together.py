@@ -36,7 +36,7 @@ def group_jobs(specs: list, mode: str) -> list[list]:
 
 def run_job(job: list, listeners_for=None) -> list[dict]:
     """Train (or resume, or skip) and evaluate a job's runs; returns their rows. Never raises."""
-    from cuvae.cli.sweep import run_one
+    from cuvae.cli.sweep_run import run_one
     from cuvae.engine.together import data_seed_of
 
     listeners_for = listeners_for or (lambda spec: [])
@@ -55,7 +55,7 @@ def run_job(job: list, listeners_for=None) -> list[dict]:
 
 def _together(job: list, listeners_for) -> list[dict]:
     from cuvae.backends.backend import get_backend
-    from cuvae.cli.sweep import resume_state, run_one
+    from cuvae.cli.sweep_run import resume_state, run_one
     from cuvae.engine import runlock
     from cuvae.engine.config import TrainConfig
     from cuvae.engine.together import blocker, data_seed_of
@@ -101,7 +101,7 @@ def _together(job: list, listeners_for) -> list[dict]:
 
 
 def _train_group(group, configs, states, backend, data_seed, listeners_for) -> dict:
-    from cuvae.cli.sweep import _blank, evaluated_row, load_data, run_listeners
+    from cuvae.cli.sweep_run import blank, evaluated_row, load_data, run_listeners
     from cuvae.engine.together import TrainTogether
 
     cfgs = [configs[s.name] for s in group]
@@ -123,9 +123,9 @@ def _train_group(group, configs, states, backend, data_seed, listeners_for) -> d
         try:
             if result.reason != "completed":
                 raise CuvaeError(f"{spec.name}: {result.message}")
-            row = {**_blank(spec), "error": "", "likelihood": cfg.likelihood,
+            row = {**blank(spec), "error": "", "likelihood": cfg.likelihood,
                    **evaluated_row(spec, Path(spec.run_dir), cfg, status)}
         except CuvaeError as err:
-            row = {**_blank(spec), "error": str(err), "likelihood": cfg.likelihood}
+            row = {**blank(spec), "error": str(err), "likelihood": cfg.likelihood}
         rows[spec.name] = {**row, "note": note}
     return rows
