@@ -1,6 +1,7 @@
 """cuvae-sweep on a real two-node Ray cluster started by the test, whose nodes share no sweep directory:
-results come back over Ray, a killed worker's run is retried from its shipped checkpoint, a resumed
-sweep ships checkpoints out, and connecting to nothing fails fast with one line."""
+results come back over Ray (and equal a sweep run without Ray), a killed worker's run is retried from
+its shipped checkpoint, a resumed sweep ships checkpoints out, seeds trained together come back as
+separate runs, and connecting to nothing fails fast with one line."""
 
 import json
 import os
@@ -207,6 +208,16 @@ def test_sweep_over_a_cluster_without_shared_storage(cluster, tmp_path):
     assert killed and lost[0]["status"] == "failed" and "Ray task failed after 0 retries" in lost[0]["error"]
     assert not (out / "vae-z4-s1").exists()
     assert "failed: vae-z4-s1" in (out / "results.md").read_text()
+
+    # the seeds of one configuration as one task, trained together (here on the step's NumPy twins), returned per seed
+    both = sweep.run_sweep(tmp_path / "together", latents=(2,), seeds=(1, 2), train_args=TINY + ["--epochs", "1"],
+                           device="cpu", data_dir=SUBSET_DIR, iwae_k=5, ray=cluster["address"], pictures=False,
+                           seeds_together="yes")
+    assert [r["status"] for r in both] == ["trained"] * 2, [r.get("error") for r in both]
+    assert all("seeds 1,2 of vae-z2 trained together as 2 models in one step" in r["note"] for r in both)
+    for r in both:
+        assert load_checkpoint(r["run_dir"]).epoch == 1 and (Path(r["run_dir"]) / "together.json").is_file()
+        assert Path(r["run_dir"]).parent == tmp_path / "together" and r["ray_node"] not in head
 
     # shared storage as the optimisation: the node writes the run directory in place, the driver nothing
     shared = tmp_path / "shared"
