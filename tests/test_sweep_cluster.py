@@ -209,15 +209,19 @@ def test_sweep_over_a_cluster_without_shared_storage(cluster, tmp_path):
     assert not (out / "vae-z4-s1").exists()
     assert "failed: vae-z4-s1" in (out / "results.md").read_text()
 
-    # the seeds of one configuration as one task, trained together (here on the step's NumPy twins), returned per seed
-    both = sweep.run_sweep(tmp_path / "together", latents=(2,), seeds=(1, 2), train_args=TINY + ["--epochs", "1"],
-                           device="cpu", data_dir=SUBSET_DIR, iwae_k=5, ray=cluster["address"], pictures=False,
-                           seeds_together="yes")
-    assert [r["status"] for r in both] == ["trained"] * 2, [r.get("error") for r in both]
-    assert all("seeds 1,2 of vae-z2 trained together as 2 models in one step" in r["note"] for r in both)
+    # an axis over lr, and the seeds of each configuration as one task, trained together (here on the step's
+    # NumPy twins): returned as separate runs
+    both = sweep.run_sweep(tmp_path / "together", latents=(2,), seeds=(1, 2), axes={"lr": [1e-3, 3e-3]},
+                           train_args=TINY + ["--epochs", "1", "--train-size", "500"], device="cpu", data_dir=SUBSET_DIR,
+                           iwae_k=5, ray=cluster["address"], pictures=False, seeds_together="yes")
+    assert [(Path(r["run_dir"]).name, r["status"]) for r in both] == [
+        ("vae-z2-lr_0.001-s1", "trained"), ("vae-z2-lr_0.001-s2", "trained"), ("vae-z2-lr_0.003-s1", "trained"),
+        ("vae-z2-lr_0.003-s2", "trained")], [r.get("error") for r in both]
+    assert all(f"seeds 1,2 of vae-z2-lr_{r['lr']:g} trained together as 2 models in one step" in r["note"] for r in both)
     for r in both:
         assert load_checkpoint(r["run_dir"]).epoch == 1 and (Path(r["run_dir"]) / "together.json").is_file()
         assert Path(r["run_dir"]).parent == tmp_path / "together" and r["ray_node"] not in head
+    assert [s["seeds"] for s in json.loads((tmp_path / "together" / "results.json").read_text())["summary"]] == [[1, 2]] * 2
 
     # shared storage as the optimisation: the node writes the run directory in place, the driver nothing
     shared = tmp_path / "shared"

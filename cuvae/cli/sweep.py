@@ -228,6 +228,7 @@ EPILOG = """\
 examples:
   cuvae-sweep --latent 2 5 8 20 --seeds 1 2 --epochs 10 --recipe chapter --out sweeps/chapter --jobs 2
   cuvae-sweep --latent 2 20 --with-ae --out sweeps/ae               # add plain-autoencoder baselines
+  cuvae-sweep --latent 2 8 --lr 1e-3 3e-4 --out sweeps/lr             # any option given several values is an axis
   cuvae-sweep --latent 2 5 8 20 --device gpu --gpus 0 1 --out sweeps/gpu
   cuvae-sweep --latent 2 5 8 20 --ray auto --out sweeps/x             # a running Ray cluster; results come back
   cuvae-sweep --ray 10.0.0.1:6379 --ray-shared-dir --out /nfs/sweeps/x  # nodes write to shared storage themselves
@@ -255,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds-together", choices=("auto", "yes", "no"), default="auto",
                    help="train the seeds of one configuration together, as k models in one step (cuvae.multi): "
                         "auto (default): on a GPU, when the configuration allows it (MLP, ReLU, one-sample ELBO, "
-                        "constant lr, float32, no --clip-norm; otherwise each row says why not); yes: also on the "
+                        "constant lr, float32, no --clip-norm; otherwise the output says why not); yes: also on the "
                         "CPU, with the step's NumPy twins (slow: a check); no: one run per seed. Together, all seeds "
                         "see the first seed's data order (and each its own init and noise)")
     s.add_argument("--with-ae", action="store_true", help="also train the plain autoencoder (--model ae) for each run, "
@@ -289,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
             action.axis = "list" if action.dest in LIST_VALUED else "value"
             if action.nargs is None:
                 action.nargs = "+"
+                if action.choices is not None and action.metavar is None:  # the help names the choices
+                    action.metavar = action.dest.upper()
     return p
 
 

@@ -88,9 +88,10 @@ def _together(job: list, listeners_for) -> list[dict]:
             why = f"the k-model step cannot train {blocker(first)}"
         for (epoch, data_seed), group in todo.items():
             if why is not None or (len(group) == 1 and data_seed is None):  # one by one (a lone seed: as ever)
-                for spec in group:
+                for i, spec in enumerate(group):
                     row = run_one(spec, listeners_for(spec))
-                    notes = [f"trained alone: {why}"] if why else []
+                    notes = [f"seeds {','.join(str(s.config['seed']) for s in group)} of {_config_name(spec)} trained "
+                             f"one by one: {why}"] if why and i == 0 and len(group) > 1 else []
                     if data_seed is not None:
                         notes.append(f"continued in its own seed's data order (it began together, in seed "
                                      f"{data_seed}'s)")
@@ -113,7 +114,7 @@ def _train_group(group, configs, states, backend, data_seed, listeners_for) -> d
                               data_seed=data_seed)
     finished = group_run.run()
     first = group[0]
-    where = first.name[:first.name.rindex("-s")]
+    where = _config_name(first)
     note = (f"seeds {','.join(map(str, seeds))} of {where} trained together as {len(group)} models in one step, "
             f"in seed {group_run.data_seed}'s data order" if len(group) > 1 else
             f"seed {seeds[0]} of {where} continued on the k-model step, in the data order of seed {group_run.data_seed} "
@@ -129,3 +130,8 @@ def _train_group(group, configs, states, backend, data_seed, listeners_for) -> d
             row = {**blank(spec), "error": str(err), "likelihood": cfg.likelihood}
         rows[spec.name] = {**row, "note": note}
     return rows
+
+
+def _config_name(spec) -> str:
+    """The run's name without its seed: the configuration (``vae-z8-lr_0.0003``)."""
+    return spec.name[:spec.name.rindex("-s")]
