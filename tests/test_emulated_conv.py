@@ -286,3 +286,15 @@ def test_conv_compile_failure_surfaces_when_the_step_is_built(monkeypatch, emu_c
     a = ARCHES["bernoulli"]
     with pytest.raises(shim.CompileException):
         ConvDeviceStep(a, *(shim.zeros(a.layout().size, np.float32) for _ in range(4)), shim.zeros((8, a.in_dim), np.float32))
+
+
+def test_doctors_conv_checks_pass_on_the_emulated_device(emu_ieee):
+    """cuvae-doctor's conv checks (selftest_gpu) through the same launcher and step as on a GPU."""
+    from cuvae.backends import selftest, selftest_gpu
+
+    checks = [c for c in selftest_gpu.gpu_checks(engine="cuda")
+              if c.name.startswith(("compile", "conv kernel", "captured conv step"))]
+    assert len(checks) == 2 + len(selftest_gpu.conv_kernel_cases())
+    results = [selftest.run(c) for c in checks]
+    assert [r.status for r in results] == ["ok"] * len(results), [(r.name, r.detail) for r in results if r.status != "ok"]
+    assert results[-1].figures["graph"] is True
