@@ -2,9 +2,10 @@
 
 ``x``, ``out`` and ``mask`` are flat float32 buffers read and written through the element strides
 the kernels take; ``cols`` is the (N*Ho*Wo, k*k*C) column matrix. ``tests/test_conv_twins.py``
-checks these against the CPU kernels of :mod:`cuvae.backends.cpu_conv` (themselves tested against
-the reference ops of :mod:`cuvae.nn.conv`), closing the chain reference -> CPU -> twin -> kernel
-once the kernels run on a device.
+checks im2col/col2im against the CPU kernels of :mod:`cuvae.backends.cpu_conv` (themselves tested
+against the reference ops of :mod:`cuvae.nn.conv`) and the likelihood twins against
+:mod:`cuvae.nn.conv_model` and NumpyOps; ``tests/test_emulated_conv.py`` checks each kernel against
+its twin on the emulated device, closing the chain reference -> twin -> kernel.
 """
 
 from __future__ import annotations
