@@ -73,3 +73,31 @@ def test_conv_step_trains_one_model():
     with pytest.raises(ValueError, match="one model"):
         ConvDeviceStep(arch, np.tile(p, 2), *(np.zeros(2 * p.size, np.float32) for _ in range(3)), pixel_data(arch),
                        k=2, engine="twin")
+
+
+def _epochs(arch, data, first, last, p, m, v):
+    st = ConvDeviceStep(arch, p, np.zeros_like(p), m, v, data, seed=3, lr=1e-2, engine="twin", binarize=True)
+    losses = []
+    for epoch in range(first, last + 1):
+        st.start_epoch(epoch, np.ones(3, np.float32), (epoch - 1) * 3)
+        for rows in (4, 4, 2):
+            st.step(rows)
+            losses.append(st.loss.copy())
+    st.close()
+    return np.array(losses)
+
+
+def test_resumed_conv_step_replays_the_uninterrupted_run():
+    """Epochs 1-2 in one go == epoch 1, then a new step from the saved weights and moments for epoch 2."""
+    arch = ARCHES[2]
+    data = pixel_data(arch)
+    p0 = ConvVAE(arch, NumpyOps(), np.float32).initial_params("pytorch", 1)
+    whole = [p0.copy(), np.zeros_like(p0), np.zeros_like(p0)]
+    lw = _epochs(arch, data, 1, 2, *whole)
+    part = [p0.copy(), np.zeros_like(p0), np.zeros_like(p0)]
+    l1 = _epochs(arch, data, 1, 1, *part)
+    l2 = _epochs(arch, data, 2, 2, *part)  # a fresh step on the weights and moments epoch 1 left
+    np.testing.assert_array_equal(np.concatenate([l1, l2]), lw)
+    for got, want in zip(part, whole):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(l1, l2)  # epoch 2 saw other batches and noise
