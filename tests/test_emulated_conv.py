@@ -19,6 +19,7 @@ from cuvae.backends.kernels import CONV_KERNELS, KERNELS, conv_twins, source
 from cuvae.nn.conv_model import ConvArch, ConvVAE
 from cuvae.nn.ops import NumpyOps
 from emulated_gpu import build, install
+from test_gpu_conv_step import assert_same_run, pixel_data, run_conv_epochs
 
 pytestmark = pytest.mark.skipif(build.compiler() is None, reason="needs a C++ compiler (g++) to build the emulated GPU")
 
@@ -205,37 +206,11 @@ ARCHES = {
 }
 
 
-def _data(arch, n=10, seed=5):
-    return (np.random.default_rng(seed).integers(0, 256, size=(n, arch.in_dim)) / 255).astype(np.float32)
+def _data(arch, n=10):
+    return pixel_data(arch, n, seed=5)
 
 
-def _run(engine, arch, data, batch, epochs, *, graph=False, binarize=False):
-    """Whole epochs through ConvDeviceStep; returns (per-step losses, params, m, v, the step) on the host."""
-    xp = np if engine == "twin" else __import__("cupy")
-    host = (lambda a: a) if xp is np else xp.asnumpy
-    p0 = ConvVAE(arch, NumpyOps(), np.float32).initial_params("pytorch", 3)
-    p = xp.asarray(p0)
-    g, m, v = xp.zeros_like(p), xp.zeros_like(p), xp.zeros_like(p)
-    st = ConvDeviceStep(arch, p, g, m, v, xp.asarray(data), seed=11, lr=1e-2, engine=engine, graph=graph,
-                        binarize=binarize)
-    n = data.shape[0]
-    steps = -(-n // batch)
-    losses = []
-    for epoch in range(1, epochs + 1):
-        st.start_epoch(epoch, np.linspace(0.5, 1.0, steps).astype(np.float32), (epoch - 1) * steps)
-        for s in range(0, n, batch):
-            st.step(min(batch, n - s))
-            losses.append(host(st.loss).copy())
-    st.synchronize()
-    out = np.array(losses), host(p).copy(), host(m).copy(), host(v).copy(), st
-    st.close()
-    return out
-
-
-def _close(a, b):
-    np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-5)  # losses
-    np.testing.assert_allclose(a[1], b[1], rtol=1e-3, atol=1e-5)  # parameters
-    np.testing.assert_allclose(a[2], b[2], rtol=1e-3, atol=1e-6)  # Adam's moments
+_run, _close = run_conv_epochs, assert_same_run  # tests/test_gpu_conv_step.py's, shared with the real-GPU tests
 
 
 @pytest.mark.parametrize("arch,graph,binarize", [("bernoulli", True, False), ("bernoulli", False, True),

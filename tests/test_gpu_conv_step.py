@@ -1,6 +1,7 @@
 """The conv VAE's device step (cuvae.backends.gpu_conv_step), run on the kernels' NumPy twins, against the
-specification: ConvVAE.loss_and_grad + Adam on the same batches and noise. (On the emulated device, the
-CUDA kernels against these twins: tests/test_emulated_conv.py.)"""
+specification: ConvVAE.loss_and_grad + Adam on the same batches and noise; and, marked ``gpu`` (skipped
+without CuPy and a CUDA device), the step on a GPU against the twins. tests/test_emulated_conv.py runs
+the CUDA side on the emulated device with the helpers below."""
 
 import numpy as np
 import pytest
@@ -101,3 +102,65 @@ def test_resumed_conv_step_replays_the_uninterrupted_run():
     for got, want in zip(part, whole):
         np.testing.assert_array_equal(got, want)
     assert not np.array_equal(l1, l2)  # epoch 2 saw other batches and noise
+
+
+# ---- whole epochs, on the twins or a device (the emulated one too) -------------------------------------------
+def run_conv_epochs(engine, arch, data, batch, epochs, *, graph=False, binarize=False):
+    """Whole epochs through ConvDeviceStep; returns (per-step losses, params, m, v, the step) on the host."""
+    xp = np if engine == "twin" else __import__("cupy")
+    host = (lambda a: a) if xp is np else xp.asnumpy
+    p0 = ConvVAE(arch, NumpyOps(), np.float32).initial_params("pytorch", 3)
+    p = xp.asarray(p0)
+    g, m, v = xp.zeros_like(p), xp.zeros_like(p), xp.zeros_like(p)
+    st = ConvDeviceStep(arch, p, g, m, v, xp.asarray(data), seed=11, lr=1e-2, engine=engine, graph=graph,
+                        binarize=binarize)
+    n = data.shape[0]
+    steps = -(-n // batch)
+    losses = []
+    for epoch in range(1, epochs + 1):
+        st.start_epoch(epoch, np.linspace(0.5, 1.0, steps).astype(np.float32), (epoch - 1) * steps)
+        for s in range(0, n, batch):
+            st.step(min(batch, n - s))
+            losses.append(host(st.loss).copy())
+    st.synchronize()
+    out = np.array(losses), host(p).copy(), host(m).copy(), host(v).copy(), st
+    st.close()
+    return out
+
+
+def assert_same_run(a, b):
+    """Device run == twin run, to float32 rounding (test_gpu's CUDA-vs-NumPy tolerances)."""
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-5)  # losses
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-3, atol=1e-5)  # parameters
+    np.testing.assert_allclose(a[2], b[2], rtol=1e-3, atol=1e-6)  # Adam's moments
+
+
+def _has_gpu():
+    try:
+        import cupy
+
+        return bool(cupy.is_available())
+    except Exception:  # noqa: BLE001 - no CuPy, or no usable device
+        return False
+
+
+gpu = pytest.mark.skipif(not _has_gpu(), reason="needs CuPy and a CUDA device")
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ARCHES, ids=lambda a: a.describe())
+def test_cuda_conv_step_equals_twin_engine(arch):
+    got = run_conv_epochs("cuda", arch, pixel_data(arch), 4, 2, graph=True, binarize=True)
+    assert got[4].use_graph and got[4].graph_failed is None
+    assert_same_run(got, run_conv_epochs("twin", arch, pixel_data(arch), 4, 2, binarize=True))
+
+
+@gpu
+@pytest.mark.gpu
+def test_cuda_conv_graph_equals_uncaptured_at_mnist_size():
+    arch = ConvArch(image_shape=(1, 28, 28), channels=(32, 64, 128), latent=8, likelihood="bernoulli")
+    data = pixel_data(arch, 400)
+    a, b = run_conv_epochs("cuda", arch, data, 100, 2, graph=True), run_conv_epochs("cuda", arch, data, 100, 2)
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-6, atol=1e-7)
