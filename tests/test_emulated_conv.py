@@ -16,8 +16,7 @@ import pytest
 
 from cuvae.backends.gpu_conv_step import ConvDeviceStep
 from cuvae.backends.kernels import CONV_KERNELS, KERNELS, conv_twins, source
-from cuvae.nn.conv_model import ConvArch, ConvVAE
-from cuvae.nn.ops import NumpyOps
+from cuvae.nn.conv_model import ConvArch
 from emulated_gpu import build, install
 from test_gpu_conv_step import assert_same_run, pixel_data, run_conv_epochs
 

@@ -65,8 +65,6 @@ class ConvDeviceStep(DeviceStep):
     def __init__(self, arch, params, grads, m, v, data, *, k: int = 1, **kwargs):
         if k != 1:
             raise ValueError(f"the conv step trains one model at a time, got k={k}")
-        if arch.likelihood not in LIKELIHOOD_CODES:
-            raise ValueError(f"no fused conv step for the {arch.likelihood} likelihood")
         super().__init__(arch, params, grads, m, v, data, k=1, **kwargs)
         pack = pack_index(arch)
         xp = self.xp
