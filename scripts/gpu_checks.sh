@@ -3,9 +3,12 @@
 #   1. env        nvidia-smi, versions, and whether PyTorch can use CUDA (the benchmark's reference)
 #   2. doctor     cuvae-doctor --device gpu --gradcheck: each kernel against its twin on the device, a
 #                 captured step against the NumPy step, graph against no graph, the gradients
-#   3. tests      tests/test_gpu.py (GPU tests and the CPU ones they rest on), as JUnit XML
+#   3. tests      tests/test_gpu.py and tests/test_gpu_conv_step.py (GPU tests and the CPU ones they rest
+#                 on), as JUnit XML
 #   4. bench      batch 100/1000/10000, k = 1, 4, 16 models, cuvae vs PyTorch eager (fused Adam) and
 #                 PyTorch's whole step in a CUDA graph, fp32 (and no graph for k = 1)
+#   4b. bench_conv the conv VAE (1x28x28, 32-64-128, z 8) at batch 100/1000: cuvae's device step vs PyTorch
+#                 eager and PyTorch's whole step in a CUDA graph, fp32, examples/s
 #   5. train      python -m cuvae.train --latent 8 --device gpu --recipe chapter --epochs 10, timed
 #   6. bench_tf32 the benchmark again with TF32 GEMMs, k = 1
 #   then scripts/gpu_report.py gathers every figure into OUT/figures.json, with the speed targets as ratios.
@@ -19,7 +22,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 OUTDIR="${OUT:-$PWD/gpu-results}"
 DATA="${MNIST_DIR:-}"
 PY="${PYTHON:-python3}"
@@ -88,9 +91,12 @@ print(json.dumps({"nvidia_smi": smi, "cuda": cuda_env.probe(), "torch": torch_de
                   "python": sys.version.split()[0]}))
 PY
 step doctor 90 doctor.json "$PY" -m cuvae.doctor --device gpu --gradcheck --json
-step tests 150 tests.txt "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUTDIR/tests.xml" tests/test_gpu.py
+step tests 150 tests.txt "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUTDIR/tests.xml" tests/test_gpu.py \
+    tests/test_gpu_conv_step.py
 step bench 150 bench_fp32.jsonl "$PY" scripts/bench.py --device gpu --data-dir "$DATA" --batches 100 1000 10000 \
     --models 1 4 16 --no-graph --rounds 2 --json
+step bench_conv 60 bench_conv.jsonl "$PY" scripts/bench_conv_gpu.py --data-dir "$DATA" --batches 100 1000 \
+    --rounds 2 --json
 rm -rf "$OUTDIR/train-run"
 T0=$SECONDS
 step train 120 train.jsonl "$PY" -m cuvae.train --latent 8 --device gpu --recipe chapter --epochs 10 \

@@ -5,8 +5,9 @@ measured in the same run.
 
 Inputs (each optional: a step that failed or was skipped leaves its figures out and says so):
 steps.jsonl (one line per step of the script: name, rc, seconds), doctor.json, tests.xml (JUnit),
-bench_fp32.jsonl and bench_tf32.jsonl (``scripts/bench.py --json``), train.jsonl (``cuvae.train --json``)
-and env.json.
+bench_fp32.jsonl and bench_tf32.jsonl (``scripts/bench.py --json``), bench_conv.jsonl
+(``scripts/bench_conv_gpu.py --json``: the conv VAE's examples/s against PyTorch eager and in a CUDA
+graph), train.jsonl (``cuvae.train --json``) and env.json.
 """
 
 from __future__ import annotations
@@ -91,6 +92,19 @@ def targets(fp32: list[dict], train: dict | None) -> list[dict]:
     return out
 
 
+def conv_figures(rows: list[dict]) -> list[dict]:
+    """Per batch: cuvae's captured conv step in examples/s, and as a multiple of each PyTorch mode's."""
+    out = []
+    for batch in sorted({r["batch"] for r in rows if "batch" in r}):
+        cu = next((r for r in rows if r.get("batch") == batch and r.get("framework", "").startswith("cuvae conv")
+                   and r["framework"].endswith(", graph)")), None)
+        if cu is None:
+            continue
+        out.append({"batch": batch, "cuvae_examples_per_s": cu["examples_per_s"],
+                    "x_pytorch_eager": cu.get("x_pytorch_eager"), "x_pytorch_graph": cu.get("x_pytorch_graph")})
+    return out
+
+
 def train_figures(rows: list[dict], wall: dict | None) -> dict | None:
     epochs = [r for r in rows if "epoch" in r and "seconds" in r]
     if not epochs:
@@ -103,6 +117,7 @@ def train_figures(rows: list[dict], wall: dict | None) -> dict | None:
 
 def report(out: Path) -> dict:
     fp32, tf32 = read_jsonl(out / "bench_fp32.jsonl"), read_jsonl(out / "bench_tf32.jsonl")
+    conv = read_jsonl(out / "bench_conv.jsonl")
     train = train_figures(read_jsonl(out / "train.jsonl"), read_json(out / "train_time.json"))
     doctor = read_json(out / "doctor.json")
     return {
@@ -113,7 +128,8 @@ def report(out: Path) -> dict:
                                                                                    "figures")}
                                                           for c in doctor.get("checks", [])]},
         "tests": junit_counts(out / "tests.xml"),
-        "bench": {"fp32": fp32, "tf32": tf32},
+        "bench": {"fp32": fp32, "tf32": tf32, "conv": conv},
+        "conv": conv_figures(conv),
         "train": train,
         "targets": targets(fp32, train),
     }
@@ -132,6 +148,10 @@ def summary_lines(fig: dict) -> list[str]:
         tr = fig["train"]
         lines.append(f"train: {tr['epochs']} epochs of {tr['train_images']} images, epoch seconds "
                      f"{', '.join(f'{s:.3f}' for s in tr['epoch_seconds'])}; test loss {tr['final_test_loss']:.3f}")
+    for c in fig.get("conv", []):
+        ratios = [f"{c[k]:.2f}x PyTorch {k[10:]}" for k in ("x_pytorch_eager", "x_pytorch_graph") if c.get(k)]
+        lines.append(f"conv step, batch {c['batch']}: {c['cuvae_examples_per_s']:,.0f} examples/s"
+                     + (f" ({', '.join(ratios)})" if ratios else " (no PyTorch figures)"))
     for t in fig["targets"]:
         lines.append(f"target {t['target']}: {'met' if t['met'] else 'not met' if t['met'] is False else 'not measured'}"
                      + "".join(f", {k} {v:.4g}" for k, v in t.items() if isinstance(v, float)))

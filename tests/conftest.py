@@ -46,3 +46,9 @@ def _forget_network_state():
     dl = _sys.modules.get("cuvae.data.download")
     if dl is not None:
         dl.reset_network_state()
+
+
+@pytest.fixture(scope="session")
+def emu_cache(tmp_path_factory):
+    """The emulated GPU's build cache (tests/emulated_gpu): each variant of each source compiles once a session."""
+    return tmp_path_factory.mktemp("emulated-gpu")

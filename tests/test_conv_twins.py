@@ -1,4 +1,5 @@
-"""The NumPy twins of kernels/conv.cu against the CPU conv kernels (same contract), in NHWC and NCHW strides."""
+"""The NumPy twins of kernels/conv.cu against the CPU conv kernels (same contract), in NHWC and NCHW strides,
+and the likelihood twins against cuvae.nn.conv_model and NumpyOps."""
 
 import numpy as np
 import pytest
@@ -57,6 +58,55 @@ def test_col2im_twin_matches_cpu_kernel(N, C, H, W, k, s, p, Ho, Wo, mode):
 
 
 def test_conv_source_declares_the_twinned_kernels():
+    from cuvae.backends.kernels import CONV_KERNELS
+
     src = source("conv.cu")
-    for name in ("im2col_nhwc", "col2im_nhwc"):
+    assert src.count('extern "C" __global__ void') == len(CONV_KERNELS)
+    for name in CONV_KERNELS:
         assert f'extern "C" __global__ void {name}(' in src and callable(getattr(T, name))
+
+
+# ---- the likelihood twins against the specification (cuvae.nn.conv_model, NumpyOps) ----------------------------------
+def _pixels(B, C, D, seed=3):
+    r = np.random.default_rng(seed)
+    logits = r.normal(scale=3, size=(B, C * D)).astype(np.float32)
+    x = (r.integers(0, 256, size=(B, C * D)) / 255).astype(np.float32)
+    x[0, :3], x[-1, -3:] = 0.0, 1.0  # both open end bins
+    return logits, x
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "logistic"])
+def test_pixel_likelihood_twins_match_the_model(likelihood):
+    from cuvae.nn.conv_model import logistic_nll, logistic_nll_grad
+    from cuvae.nn.ops import NumpyOps
+
+    B, C, D, scale = 5, 3, 40, 1 / 5
+    logits, x = _pixels(B, C, D)
+    logscale = np.array([-2.0, -1.0, -3.5], np.float32)
+    ops, tmp = NumpyOps(), np.empty_like(logits)
+    want_d, want_ls = np.empty_like(logits), np.zeros(C, np.float32)
+    if likelihood == "bernoulli":
+        want_nll = ops.bernoulli_nll(logits, x, tmp)
+        ops.bernoulli_nll_grad(logits, x, scale, want_d)
+    elif likelihood == "gaussian":
+        want_nll = ops.sse(logits, x, tmp)
+        ops.sse_grad(logits, x, scale, want_d)
+    else:
+        want_nll = logistic_nll(np, logits, x, logscale)
+        logistic_nll_grad(np, logits, x, logscale, scale, want_d, want_ls)
+    code = {"bernoulli": 0, "gaussian": 1, "logistic": 2}[likelihood]
+    d, part = np.full_like(logits, np.nan), np.full(B * C * 3, np.nan, np.float32)
+    T.pixel_nll_grad(logits, x, logscale, d, part, C, D, code, scale)
+    rowloss, dls, db = np.full(B, np.nan, np.float32), np.zeros(C, np.float32), np.full(C, np.nan, np.float32)
+    T.pixel_finish(part, rowloss, dls, db, B, C)
+    np.testing.assert_allclose(d, want_d, rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(rowloss, want_nll, rtol=1e-5)
+    np.testing.assert_allclose(dls, want_ls, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(db, want_d.reshape(B, C, D).sum(axis=(0, 2)), rtol=1e-4, atol=1e-6)
+
+
+def test_gather_index_twin_is_a_gather():
+    src, idx = rng.normal(size=20).astype(np.float32), rng.permutation(20)
+    dst = np.zeros(20, np.float32)
+    T.gather_index(src, idx, dst, 20)
+    np.testing.assert_array_equal(dst, src[idx])

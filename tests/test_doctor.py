@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from cuvae.backends import cuda_env, selftest, selftest_gpu
+from cuvae.backends.kernels import CONV_KERNELS
 from cuvae.backends.selftest import Check, CheckFailed
 from cuvae.cli import doctor
 from cuvae.nn.model import Arch
@@ -119,8 +120,11 @@ def test_gradcheck_passes_and_catches_a_wrong_bias_gradient():
 def test_gpu_checks_harness_on_the_twins():
     """The GPU section's argument lists and comparisons, run with the twins in place of the kernels."""
     checks = [c for c in selftest_gpu.gpu_checks(engine="twin")
-              if c.name.startswith(("compile", "kernel", "CupyOps", "captured"))]
+              if c.name.startswith(("compile", "kernel", "conv kernel", "CupyOps", "captured"))]
     assert len([c for c in checks if c.name.startswith("kernel")]) == len(selftest_gpu.kernel_cases()) == 16
+    assert len([c for c in checks if c.name.startswith("conv kernel")]) == len(selftest_gpu.conv_kernel_cases()) == 11
+    assert {c[1] for c in selftest_gpu.conv_kernel_cases()} == set(CONV_KERNELS)
+    assert "captured conv step vs NumPy ConvVAE step" in [c.name for c in checks]
     results = [selftest.run(c) for c in checks]
     assert [r.status for r in results] == ["ok"] * len(results), [(r.name, r.detail) for r in results if r.status != "ok"]
 

@@ -28,11 +28,6 @@ _no_fma = build.fma_ftz_supported()
 VARIANTS = ["ieee", pytest.param("fma-ftz", marks=pytest.mark.skipif(_no_fma is not None, reason=_no_fma or ""))]
 
 
-@pytest.fixture(scope="session")
-def emu_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("emulated-gpu")  # each variant of each source compiles once a session
-
-
 def _start(monkeypatch, emu_cache, variant="ieee", mode="fibers", code=None, reverse=False):
     shim, cuda_ops = install(monkeypatch, emu_cache, variant, mode, reverse)
     if code is not None:

@@ -30,7 +30,7 @@ def test_dry_run_plans_every_step_within_the_budget(tmp_path):
     r = sh("--dry-run", "--out", str(tmp_path), "--data", str(SUBSET))
     assert r.returncode == 0, r.stderr
     plan = json.loads((tmp_path / "plan.json").read_text())
-    assert [s["name"] for s in plan["steps"]] == ["env", "doctor", "tests", "bench", "train", "bench_tf32"]
+    assert [s["name"] for s in plan["steps"]] == ["env", "doctor", "tests", "bench", "bench_conv", "train", "bench_tf32"]
     assert plan["data"] == str(SUBSET) and plan["budget_s"] <= 8 * 60 - 10
     cmd = {s["name"]: s["command"] for s in plan["steps"]}
     assert cmd["doctor"][1:] == ["-m", "cuvae.doctor", "--device", "gpu", "--gradcheck", "--json"]
@@ -41,6 +41,9 @@ def test_dry_run_plans_every_step_within_the_budget(tmp_path):
         b = cmd[name]
         assert b[b.index("--batches") + 1:b.index("--batches") + 4] == ["100", "1000", "10000"]
     assert "--tf32" in cmd["bench_tf32"] and "--tf32" not in cmd["bench"]
+    conv = cmd["bench_conv"]
+    assert conv[1] == "scripts/bench_conv_gpu.py" and conv[conv.index("--data-dir") + 1] == str(SUBSET)
+    assert conv[conv.index("--batches") + 1:conv.index("--batches") + 3] == ["100", "1000"] and "--json" in conv
     bench = cmd["bench"]
     assert bench[bench.index("--models") + 1:bench.index("--models") + 4] == ["1", "4", "16"]
     assert not (tmp_path / "steps.jsonl").exists()  # nothing ran
@@ -57,7 +60,7 @@ def test_out_of_time_skips_each_step_and_still_reports(tmp_path):
     r = sh("--budget", "5", "--out", str(tmp_path), "--data", str(SUBSET))
     assert r.returncode == 0, r.stderr
     steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
-    assert len(steps) == 6 and all(s["skipped"] == "out of time" for s in steps)
+    assert len(steps) == 7 and all(s["skipped"] == "out of time" for s in steps)
     fig = json.loads((tmp_path / "figures.json").read_text())
     assert [t["met"] for t in fig["targets"]] == [None, None, None]
     assert "step train: skipped (out of time)" in r.stdout
@@ -86,7 +89,19 @@ def test_report_computes_the_targets_from_the_same_run(tmp_path):
         '<testsuites><testsuite tests="4" failures="1" errors="0" skipped="1">'
         '<testcase classname="t" name="a"/><testcase classname="t" name="b"><failure/></testcase>'
         '</testsuite></testsuites>')
+    (tmp_path / "bench_conv.jsonl").write_text("\n".join([
+        _row("cuvae conv (cuBLAS (ctypes), graph)", 100, 0.5, examples_per_s=200_000, x_pytorch_eager=4.0,
+             x_pytorch_graph=1.5),
+        _row("cuvae conv (cuBLAS (ctypes), no graph)", 100, 1.0, examples_per_s=100_000, x_pytorch_eager=2.0),
+        _row("pytorch conv eager, fused Adam", 100, 2.0, examples_per_s=50_000),
+        _row("cuvae conv (cuBLAS (ctypes), graph)", 1000, 2.0, examples_per_s=500_000)]))
     fig = gpu_report.report(tmp_path)
+    assert fig["conv"] == [{"batch": 100, "cuvae_examples_per_s": 200_000, "x_pytorch_eager": 4.0, "x_pytorch_graph": 1.5},
+                           {"batch": 1000, "cuvae_examples_per_s": 500_000, "x_pytorch_eager": None,
+                            "x_pytorch_graph": None}]
+    lines = gpu_report.summary_lines(fig)
+    assert "conv step, batch 100: 200,000 examples/s (4.00x PyTorch eager, 1.50x PyTorch graph)" in lines
+    assert "conv step, batch 1000: 500,000 examples/s (no PyTorch figures)" in lines
     b100, epoch, b10k = fig["targets"]
     assert b100["measured_ms"] == 0.10 and b100["met"] is True and b100["ratio_to_target"] == pytest.approx(0.10 / 0.12)
     assert epoch["measured_s"] == 0.09 and epoch["met"] is True  # epoch 1 (compile, capture) left out

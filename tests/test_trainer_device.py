@@ -157,3 +157,31 @@ def test_ctrl_c_closes_the_device_step(dataset, tmp_path, monkeypatch):
     assert log.count("close") == 1 and log.index("sync") < log.index("close")
     trainer.close()  # idempotent
     assert log.count("close") == 1
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["fused", "falls-back"])
+def test_conv_model_trains_on_the_conv_device_step(dataset, tmp_path, monkeypatch, fail):
+    """--arch conv on a GPU takes ConvDeviceStep (here on its twins); a failure to build it falls back in one line."""
+    from cuvae.backends import gpu_conv_step
+
+    made = []
+
+    class TwinConvStep(gpu_conv_step.ConvDeviceStep):
+        def __init__(self, *args, **kw):
+            if fail:
+                raise RuntimeError("no NVRTC")
+            super().__init__(*args, **{**kw, "engine": "twin"})
+            made.append(self)
+
+    monkeypatch.setattr(gpu_conv_step, "ConvDeviceStep", TwinConvStep)
+    backend = Backend("gpu", FakeCupy([]), NumpyOps(), "fake GPU (NumPy)")
+    cfg = TrainConfig.from_recipe("chapter", epochs=1, batch_size=40, arch_type="conv", channels=(2, 4), latent=2)
+    notices = []
+    trainer = Trainer(cfg, backend, dataset, tmp_path, listeners=[lambda e: notices.append(e.message)
+                                                                   if isinstance(e, Notice) else None])
+    p0 = trainer.params.copy()
+    assert trainer.run().reason == "completed" and trainer.adam.step_count == 3
+    assert not np.allclose(trainer.params, p0) and np.isfinite(trainer.params).all()
+    fell_back = [n for n in notices if "unavailable" in n]
+    assert len(made) == (0 if fail else 1)
+    assert fell_back == (["fused GPU step unavailable (RuntimeError: no NVRTC); using the plain CuPy step"] if fail else [])

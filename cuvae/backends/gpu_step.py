@@ -99,11 +99,11 @@ class DeviceStep:
         if engine == "cuda":
             import cupy
 
-            from cuvae.backends.cuda_ops import CublasGemm, CublasUnavailable, CudaKernels
+            from cuvae.backends.cuda_ops import CublasGemm, CublasUnavailable
 
             self.xp = cupy
             self.stream = cupy.cuda.Stream(non_blocking=True)
-            self.kern = CudaKernels()
+            self.kern = self._new_kernels("cuda")
             self.use_graph = graph
             try:
                 self.gemm, self.gemm_kind = CublasGemm(self.stream, tf32=tf32), "cuBLAS (ctypes)"
@@ -115,7 +115,7 @@ class DeviceStep:
             if tf32 and self.gemm_kind == "cupy.matmul":
                 self.log("--tf32 needs the ctypes cuBLAS path; GEMMs run in fp32")
         elif engine == "twin":
-            self.xp, self.stream, self.kern, self.use_graph = np, None, TwinKernels(), False
+            self.xp, self.stream, self.kern, self.use_graph = np, None, self._new_kernels("twin"), False
             self.gemm, self.gemm_kind = ArrayGemm(np), "np.matmul"
         else:
             raise ValueError(f"engine must be 'cuda' or 'twin', got {engine!r}")
@@ -144,6 +144,14 @@ class DeviceStep:
         self.wait_for_caller()
 
     # ---- helpers ----------------------------------------------------------------------------------------
+    def _new_kernels(self, engine: str):
+        """The kernels the step launches: step.cu's on ``cuda``, their twins on ``twin``."""
+        if engine == "twin":
+            return TwinKernels()
+        from cuvae.backends.cuda_ops import CudaKernels
+
+        return CudaKernels()
+
     def wait_for_caller(self) -> None:
         """Order the step's stream after the work queued so far on the caller's current stream."""
         if self.stream is not None:

@@ -1,6 +1,7 @@
 """The GPU checks of ``cuvae-doctor``: compile the kernels, each kernel against its NumPy twin on the device,
 cuBLAS through ctypes, CupyOps against NumpyOps, a captured training step against the NumPy step on the
-same weights and eps, graph against no graph, the time of a step (and ``--gradcheck`` on CupyOps).
+same weights and eps, graph against no graph, the time of a step (and ``--gradcheck`` on CupyOps); the same
+for the conv model's step (conv.cu's kernels, ConvDeviceStep against ConvVAE, its time).
 
 ``engine="twin"`` runs the same checks with the twins in place of the kernels and NumPy in place of CuPy:
 what the CPU tests use to check the harness itself (argument lists, comparisons) where there is no GPU.
@@ -15,8 +16,9 @@ import numpy as np
 
 from cuvae.backends import selftest
 from cuvae.backends.gpu_step import DeviceStep
-from cuvae.backends.kernels import twins
+from cuvae.backends.kernels import CONV_KERNELS, conv_twins, twins
 from cuvae.backends.selftest import CHAPTER, Check, CheckFailed
+from cuvae.backends.selftest_gpu_conv import conv_kernel_cases, conv_step_vs_numpy, time_conv_step
 from cuvae.nn.model import VAE
 from cuvae.nn.ops import NumpyOps
 from cuvae.nn.optim import Adam
@@ -32,19 +34,20 @@ class Engine:
         if engine == "cuda":
             import cupy
 
-            from cuvae.backends.cuda_ops import CudaKernels, CupyOps
+            from cuvae.backends.cuda_conv_ops import ConvCudaKernels
+            from cuvae.backends.cuda_ops import CupyOps
 
             self.xp, self.ops = cupy, CupyOps()
             self.to_dev, self.to_host = cupy.asarray, cupy.asnumpy
             self.sync = cupy.cuda.Device().synchronize
-            self._kernels = CudaKernels
+            self._kernels = ConvCudaKernels  # step.cu's kernels and conv.cu's
         else:
-            from cuvae.backends.gpu_step import TwinKernels
+            from cuvae.backends.gpu_conv_step import ConvTwinKernels
 
             self.xp, self.ops = np, NumpyOps()
             self.to_dev = self.to_host = np.asarray
             self.sync = lambda: None
-            self._kernels = TwinKernels
+            self._kernels = ConvTwinKernels
         self._kern = None
 
     @property
@@ -108,7 +111,7 @@ def kernel_vs_twin(env: Engine, kernel: str, args, outputs) -> tuple[str, dict]:
     host = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
     getattr(env.kern, kernel)(*dev)
     env.sync()
-    getattr(twins, kernel)(*host)
+    getattr(conv_twins if kernel in CONV_KERNELS else twins, kernel)(*host)
     worst = 0.0
     for i, rtol, atol in outputs:
         got, want = np.asarray(env.to_host(dev[i])), host[i]
@@ -256,7 +259,8 @@ def compile_kernels(env: Engine) -> tuple[str, dict]:
     t0 = time.perf_counter()
     env.kern.compile()
     env.sync()
-    return f"{len(KERNELS)} kernels of step.cu in {time.perf_counter() - t0:.2f} s", {"kernels": list(KERNELS)}
+    return (f"{len(KERNELS)} kernels of step.cu and {len(CONV_KERNELS)} of conv.cu in {time.perf_counter() - t0:.2f} s",
+            {"kernels": [*KERNELS, *CONV_KERNELS]})
 
 
 def gpu_checks(gradcheck_too: bool = False, engine: str = "cuda") -> list[Check]:
@@ -277,6 +281,14 @@ def gpu_checks(gradcheck_too: bool = False, engine: str = "cuda") -> list[Check]
         Check("gpu", "captured training step vs NumPy step", lambda: captured_step_vs_numpy(env), FIX),
         Check("gpu", "graph vs no graph", lambda: graph_vs_no_graph(env), FIX),
         Check("gpu", "time a step", lambda: time_device_step(env)),
+    ]
+    for label, kernel, args, outputs in conv_kernel_cases():
+        checks.append(Check("gpu", f"conv kernel {label} vs twin",
+                            lambda kernel=kernel, args=args, outputs=outputs: kernel_vs_twin(env, kernel, args, outputs),
+                            FIX))
+    checks += [
+        Check("gpu", "captured conv step vs NumPy ConvVAE step", lambda: conv_step_vs_numpy(env), FIX),
+        Check("gpu", "time the conv step", lambda: time_conv_step(env)),
     ]
     if gradcheck_too:
         checks.append(Check("gradcheck", "backward vs finite differences (GPU)",

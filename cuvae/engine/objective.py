@@ -51,7 +51,7 @@ def train_step(model, config):
 
 def fused_gpu_blocker(config) -> str | None:
     """Why the fused GPU step (ReLU, one-sample ELBO, fixed lr) cannot run this config; None if it can."""
-    if config.activation != "relu":
+    if config.activation != "relu" and config.arch_type != "conv":  # the conv model's layers are ReLU anyway
         return f"--activation {config.activation}"
     if not plain(config):
         return f"--objective {config.objective} --samples {config.samples}"

@@ -84,14 +84,15 @@ class Trainer:
         self._x = xp.empty((B, self.train_x.shape[1]), self.dtype)
         self._u = xp.empty_like(self._x)
         self._eps = xp.empty((B * self._k, L), self.dtype)
-        # GPU, float32 MLP without clipping: the device-resident step (shuffle, noise, step, Adam on the
-        # device, captured in a CUDA graph unless graph=False); anything else takes the loop below
+        # GPU, float32 MLP or conv model without clipping: the device-resident step (shuffle, noise, step,
+        # Adam on the device, captured in a CUDA graph unless graph=False); anything else takes the loop below
         self._graph, self._tf32 = graph, tf32
         blocker = objective.fused_gpu_blocker(config)
         if backend.name == "gpu" and blocker and own_steps:
             self.emit(Notice(f"the fused GPU step is ReLU, one-sample ELBO, constant lr only; {blocker}: using the plain CuPy step"))
         self._device_wanted = (own_steps and backend.name == "gpu" and self.dtype == np.float32
-                               and config.clip_norm is None and type(self.model).__name__ == "VAE" and not blocker)
+                               and config.clip_norm is None and type(self.model).__name__ in ("VAE", "ConvVAE")
+                               and not blocker)
         self._device_step, self._device_proven = None, False
         self._open_device_step()
 
@@ -122,7 +123,10 @@ class Trainer:
     def _open_device_step(self) -> None:
         if not self._device_wanted or self._device_step is not None:
             return
-        from cuvae.backends.gpu_step import DeviceStep
+        if type(self.model).__name__ == "ConvVAE":
+            from cuvae.backends.gpu_conv_step import ConvDeviceStep as DeviceStep
+        else:
+            from cuvae.backends.gpu_step import DeviceStep
 
         try:
             self._device_step = DeviceStep(

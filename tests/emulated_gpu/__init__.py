@@ -1,4 +1,4 @@
-"""An emulated CUDA device for the test suite: step.cu compiled by g++ behind ``cuda_emu.h``, a
+"""An emulated CUDA device for the test suite: step.cu (and conv.cu) compiled by g++ behind ``cuda_emu.h``, a
 reference cuBLAS in C (``cublas_ref.c``) and a NumPy-backed CuPy stand-in (``cupy_shim.py``), so cuvae's
 own ``CudaKernels``, ``CublasGemm`` and ``DeviceStep`` run unchanged on a machine without a GPU.
 """
@@ -24,6 +24,10 @@ def install(monkeypatch, cache, variant="ieee", mode="fibers", reverse=False):
     import cuvae.backends.cuda_ops as cuda_ops
 
     monkeypatch.setitem(sys.modules, "cuvae.backends.cuda_ops", cuda_ops)
+    monkeypatch.delitem(sys.modules, "cuvae.backends.cuda_conv_ops", raising=False)  # built on cuda_ops: afresh too
+    import cuvae.backends.cuda_conv_ops as cuda_conv_ops
+
+    monkeypatch.setitem(sys.modules, "cuvae.backends.cuda_conv_ops", cuda_conv_ops)
     # CublasGemm's own search would also find a real libcublas a GPU test loaded earlier: use ours
     monkeypatch.setattr(cuda_ops, "find_cublas", lambda: [str(cublas_path)])
     return cupy_shim, cuda_ops

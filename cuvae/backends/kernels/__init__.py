@@ -1,4 +1,5 @@
-"""CUDA sources of cuvae's fused kernels (``step.cu``) and their NumPy twins (:mod:`.twins`).
+"""CUDA sources of cuvae's fused kernels (``step.cu``; the conv model's in ``conv.cu``) and their NumPy
+twins (:mod:`.twins`, :mod:`.conv_twins`).
 
 Nothing here imports CuPy: :mod:`cuvae.backends.cuda_ops` compiles the source (``DeviceStep``
 does so when it is built). ``OPTIONS`` are the NVRTC options of that compile, which
@@ -14,6 +15,8 @@ from pathlib import Path
 
 KERNELS = ("normal_philox", "philox_keys", "gather_rows", "bias_act", "relu_back_bias_grad", "col_reduce", "recon_fwd_grad", "reparam",
            "latent_backward", "finish_step", "advance", "adam_flat")
+
+CONV_KERNELS = ("im2col_nhwc", "col2im_nhwc", "gather_index", "pixel_nll_grad", "pixel_finish")  # conv.cu
 
 OPTIONS = ("-std=c++17",)  # NVRTC options (CuPy adds the architecture of the device)
 
