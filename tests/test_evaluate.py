@@ -84,3 +84,14 @@ def test_damaged_checkpoint_is_a_clear_error(trained, offline_env):
 def test_missing_run_dir_is_a_clear_error(offline_env, tmp_path):
     r = run_cli(["-m", "cuvae.evaluate", str(tmp_path / "nope")], env=offline_env)
     assert r.returncode == 2 and "no checkpoint at" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_evaluate_into_a_log_file_prints_progress_lines(trained, offline_env):
+    """No terminal, no bar: a long IWAE run still says how far it is, a line per tenth, never twice."""
+    r = run_cli(["-m", "cuvae.evaluate", str(trained), "--iwae-k", "1000", "--test-size", "200", "--device", "cpu",
+                 "--no-pictures"], env=offline_env)
+    assert r.returncode == 0, r.stderr
+    lines = [s for s in r.stderr.splitlines() if s.startswith("importance-weighted NLL: ")]
+    assert 3 <= len(lines) <= 9, r.stderr
+    shown = [int(s.split(": ")[1].split("%")[0]) for s in lines]
+    assert shown == sorted(set(shown)) and all(p % 10 == 0 for p in shown) and "s left" in lines[-1]

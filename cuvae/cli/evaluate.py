@@ -113,9 +113,12 @@ def _pictures(run_dir, model, P, x, data, backend, ckpt, seed) -> None:
 def _bar(total: int, enabled: bool):
     if not enabled:
         return None
+    console = stderr_console()
+    if not console.is_terminal:
+        return _progress_lines(total, console)
     from rich.progress import Progress
 
-    progress = Progress(console=stderr_console(), transient=True)
+    progress = Progress(console=console, transient=True)
     task = progress.add_task("importance-weighted NLL", total=total)
     progress.start()
 
@@ -124,6 +127,27 @@ def _bar(total: int, enabled: bool):
             progress.stop()
         else:
             progress.advance(task, n)
+
+    return advance
+
+
+def _progress_lines(total: int, console, parts: int = 10):
+    """Progress for a log file (no terminal, so no bar): a line at every tenth, with the time left."""
+    import time
+
+    t0, done, shown = time.perf_counter(), 0, 0
+
+    def advance(n):
+        nonlocal done, shown
+        if n is None:
+            return
+        done += n
+        frac = done / max(total, 1)
+        if shown < int(frac * parts) < parts:
+            shown = int(frac * parts)
+            spent = time.perf_counter() - t0
+            console.print(f"importance-weighted NLL: {frac:.0%} after {spent:.0f} s, about "
+                          f"{spent * (1 - frac) / frac:.0f} s left", highlight=False)
 
     return advance
 
