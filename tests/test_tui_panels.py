@@ -33,6 +33,15 @@ def test_forced_protocol_falls_back_to_half_blocks_without_a_terminal():
     assert pixels.detect() is None  # pytest has no terminal
 
 
+def test_metrics_line_fits_80_columns():
+    from cuvae_tui.widgets.metrics_line import metrics_text
+
+    m = dict(epoch=12, train_loss=101.234, test_loss=99.876, test_recon=80.123, test_kl=19.753, active_units=17,
+             protocol="binarized")
+    wide, narrow = metrics_text(m, 20, 200), metrics_text(m, 20, 46)  # 46: the chart column at 80x24
+    assert "recon 80.12 + KL 19.75" in wide and len(narrow) <= 46 and "99.9" in narrow and "17/20" in narrow
+
+
 def test_layout_classes():
     assert [size_class(*s) for s in ((80, 24), (120, 40), (200, 60))] == ["small", "medium", "large"]
 
@@ -93,12 +102,14 @@ async def test_true_resolution_layout_zoom_and_plot_views(tiny_z2):
     app = make_app(["--open", str(tiny_z2)])
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.view is not None, what="the opened run")
-        await pilot.pause(0.2)
         recon = app.query_one("#recon", DigitGrid)
-        assert recon.shown == 1 and recon.visible().shape == (2, 1, 28, 28)  # one whole pair at 80x24
+        await wait_for(pilot, lambda: recon.shown == 1, what="the digit drawn")
+        # 80x24: one whole reconstruction beside a usable chart; the pair stays whole for zoom and export
+        assert recon.rows == slice(1, 2) and recon.visible().shape == (2, 1, 28, 28)
+        assert app.query_one("#plot").size.width >= 45 and app.query_one("#metrics").size.height == 1
         await pilot.resize_terminal(200, 60)
-        await pilot.pause(0.3)
-        assert app.has_class("-large") and recon.shown == 4
+        await wait_for(pilot, lambda: recon.shown == 4, what="four pairs")
+        assert app.has_class("-large") and recon.rows == slice(None)
         assert app.query_one("#samples", DigitGrid).shown == 4
         await pilot.press("z")
         assert type(app.screen).__name__ == "ZoomScreen"
