@@ -151,7 +151,7 @@ class CuvaeApp(Workers, App):
             # 80x24: a 30-column panel beside a usable chart holds one whole digit, its reconstruction
             self.main.query_one("#recon", DigitGrid).draw_rows(slice(1, 2) if cls == "small" else slice(None))
             self.main.query_one("#recon-box").border_title = \
-                "reconstruction (z: beside its test digit)" if cls == "small" else "test digit | reconstruction"
+                "reconstruction · z: pairs" if cls == "small" else "test digit | reconstruction"
 
     @property
     def main(self):

@@ -13,8 +13,8 @@ from textual_plotext import PlotextPlot
 
 VIEWS = ("fit", "log", "recent")
 TRAIN_MARK, TEST_MARK, KL_MARK = "braille", "•", "x"
-LOSS_LEGEND = "⣀⣀ train, per step (smoothed)   •─• test, per epoch"
-PARTS_LEGEND = "left axis: ⣀ train / • test recon   right axis: ⣀ train / x test KL"
+LOSS_LEGEND = "⣀⣀ train (smoothed steps)  •─• test (epochs)"  # fits the 48-column chart at 80x24
+PARTS_LEGEND = "recon (left): ⣀ train • test   KL (right): ⣀ train x test"
 
 
 def _skip(end: float) -> float:
