@@ -87,7 +87,7 @@ async def ui_epoch(args, runs: Path, epoch: int) -> tuple[float, dict]:
             train1 = train0
             while app.curves.epochs[-1]["epoch"] < epoch:
                 assert app.error is None, app.error
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(0.05)
                 try:
                     train1 = cpu_seconds(f"/proc/{child}/stat")  # read while the child lives
                 except OSError:

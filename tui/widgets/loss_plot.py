@@ -14,7 +14,7 @@ from textual_plotext import PlotextPlot
 VIEWS = ("fit", "log", "recent")
 TRAIN_MARK, TEST_MARK, KL_MARK = "braille", "•", "x"
 LOSS_LEGEND = "⣀⣀ train (smoothed steps)  •─• test (epochs)"  # fits the 48-column chart at 80x24
-PARTS_LEGEND = "recon (left): ⣀ train • test   KL (right): ⣀ train x test"
+PARTS_LEGEND = "recon ⣀ train • test (left)  KL ⣀ train x test (right)"
 
 
 def _skip(end: float) -> float:
@@ -93,10 +93,10 @@ class LossPlot(_Plot):
         plt.xlabel("epoch")
         if log:
             plt.yscale("log")
+        if tests:  # first: the joined test line fills every column, so the train points go on top of it
+            plt.plot([x for x, _ in tests], [y for _, y in tests], color="orange", marker=TEST_MARK)
         if steps:
             plt.plot([x for x, _ in steps], [y for _, y in steps], color="cyan", marker=TRAIN_MARK)
-        if tests:
-            plt.plot([x for x, _ in tests], [y for _, y in tests], color="orange", marker=TEST_MARK)
         r = None if log else _range([y for _, y in steps] + [y for _, y in tests])
         if r:  # (plotext takes log-view limits as exponents: it scales those itself)
             plt.ylim(*r)
@@ -116,12 +116,12 @@ class PartsPlot(_Plot):
         ex = [m["epoch"] for m in tests]
         recon = [s[2] for s in steps] + [m["test_recon"] for m in tests]
         kl = [s[3] for s in steps] + [m["test_kl"] for m in tests]
+        if tests:  # first, as in LossPlot: the train points are drawn over the joined test lines
+            plt.plot(ex, [m["test_recon"] for m in tests], color="green", marker=TEST_MARK, yside="left")
+            plt.plot(ex, [m["test_kl"] for m in tests], color="magenta", marker=KL_MARK, yside="right")
         if steps:
             plt.plot(sx, [s[2] for s in steps], color="green", marker=TRAIN_MARK, yside="left")
             plt.plot(sx, [s[3] for s in steps], color="magenta", marker=TRAIN_MARK, yside="right")
-        if tests:
-            plt.plot(ex, [m["test_recon"] for m in tests], color="green", marker=TEST_MARK, yside="left")
-            plt.plot(ex, [m["test_kl"] for m in tests], color="magenta", marker=KL_MARK, yside="right")
         for values, side in ((recon, "left"), (kl, "right")):
             r = None if self.view == "log" else _range(values)
             if r:
