@@ -214,3 +214,27 @@ async def test_compare_screen_fills_in_and_queued_sizes_train(tmp_path):
         await pilot.press("escape")
         assert app.elapsed_by_latent[3] == pytest.approx(t0)  # the clock of z=3 was kept
         await pilot.press("q")
+
+
+def test_training_child_stops_when_the_ui_is_gone(tmp_path):
+    """The trainer runs in a child process; if the UI dies (kill -9), the closed pipe stops it after
+    its current step, leaving the last complete epoch's checkpoint."""
+    from cuvae.engine.checkpoint import load_checkpoint
+    from cuvae.engine.events import EpochEnded
+    from cuvae_tui.options import parse_args
+    from cuvae_tui.session import Session
+    from cuvae_tui.training import TrainingProcess
+
+    session = Session(parse_args(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "100000"]))
+    prepared, job = session.prepare(8)
+    process = TrainingProcess(job)
+    process.start()
+    for kind, *payload in process.messages():
+        if kind == "epoch":
+            assert isinstance(payload[0], EpochEnded) and payload[1].dtype == np.float32
+            break
+        assert kind == "event", payload
+    process._conn.close()  # what the UI's death looks like from the child
+    process.process.join(30)
+    assert process.exitcode == 0
+    assert load_checkpoint(prepared.run_dir).epoch >= 1

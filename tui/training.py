@@ -73,16 +73,15 @@ class TrainingProcess:
         self._child_end.close()  # the parent keeps only its own end, so the child's exit reads as EOF
 
     def messages(self):
-        """Yield the child's messages until it exits (then reap it)."""
-        try:
-            while True:
-                try:
-                    yield self._conn.recv()
-                except (EOFError, OSError):
-                    return
-        finally:
-            self.process.join()
-            self._conn.close()
+        """Yield the child's messages until it exits, then reap it (a reader leaving early does not wait)."""
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            yield message
+        self.process.join()
+        self._conn.close()
 
     @property
     def exitcode(self) -> int | None:
