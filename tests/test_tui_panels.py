@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from cuvae_tui import pixels
-from cuvae_tui.app import CuvaeApp, make_app, size_class
+from cuvae_tui.app import CuvaeApp, make_app
+from cuvae_tui.layout import size_class
 from cuvae_tui.widgets.digit_grid import DigitGrid
 
 from test_tui import TINY, offline, sync, train_tiny_run, wait_for  # noqa: F401 - the fixture is used

@@ -24,9 +24,10 @@ from cuvae.engine.events import TrainingFinished
 from . import pixels
 from .diagnostics import IwaeBudget
 from .export import export_screen
+from .layout import apply_layout
 from .messages import Diagnosed, Epoch, Failed, Finished, Info, Pictures, Ready, Started
 from .screens.help import QUIT_NOTE
-from .session import Session, data_label, latent_choices
+from .session import Session, ViewModel, data_label, latent_choices
 from .widgets.diagnostics_panel import DiagnosticsPanel
 from .widgets.digit_grid import DigitGrid
 from .widgets.loss_plot import LOSS_LEGEND, PARTS_LEGEND, Charts, Curves, LossPlot, PartsPlot
@@ -40,13 +41,6 @@ from .workers import SAMPLES, Workers
 REDRAW_HZ = 10
 STATUS_EVERY = 0.5
 PLOT_EVERY = 3.0
-
-
-def size_class(width: int, height: int) -> str:
-    """The layout for a terminal size: small (80x24), medium (120x40) or large (200x60)."""
-    if width < 110 or height < 34:
-        return "small"
-    return "large" if width >= 170 and height >= 50 else "medium"
 
 
 class CuvaeApp(Workers, App):
@@ -144,14 +138,7 @@ class CuvaeApp(Workers, App):
 
     def on_resize(self, event=None) -> None:
         """Pick the layout for the terminal's size (also checked on every tick: not every resize reaches the app)."""
-        cls = size_class(self.size.width, self.size.height)
-        if not self.has_class(f"-{cls}"):
-            for name in ("small", "medium", "large"):
-                self.set_class(name == cls, f"-{name}")
-            # 80x24: a 30-column panel beside a usable chart holds one whole digit, its reconstruction
-            self.main.query_one("#recon", DigitGrid).draw_rows(slice(1, 2) if cls == "small" else slice(None))
-            self.main.query_one("#recon-box").border_title = \
-                "reconstruction · z: pairs" if cls == "small" else "test digit | reconstruction"
+        apply_layout(self)
 
     @property
     def main(self):
@@ -253,7 +240,9 @@ class CuvaeApp(Workers, App):
             d.iwae_nll, d.iwae_epoch = self.diagnosis.iwae_nll, self.diagnosis.iwae_epoch
         self.diagnosis = d
         self.main.query_one(DiagnosticsPanel).show(d, self.active_history, self.latent)
-        if isinstance(self.screen, _diag_screen()):
+        from .screens.diagnostics import DiagnosticsScreen
+
+        if isinstance(self.screen, DiagnosticsScreen):
             self.screen.show(d, self.active_history, self.latent)
 
     @on(Info)
@@ -382,7 +371,9 @@ class CuvaeApp(Workers, App):
             self.push_screen(ZoomScreen(r, s, self.protocol))
 
     def action_diagnostics(self) -> None:
-        self.push_screen(_diag_screen()(self.diagnosis, self.active_history, self.latent))
+        from .screens.diagnostics import DiagnosticsScreen
+
+        self.push_screen(DiagnosticsScreen(self.diagnosis, self.active_history, self.latent))
 
     def action_interpolation(self) -> None:
         from .screens.interpolation import InterpolationScreen
@@ -431,12 +422,6 @@ class CuvaeApp(Workers, App):
         self.closing = True
         await self.stop_training()
         self.exit(return_code=1 if self.error else 0)
-
-
-def _diag_screen():
-    from .screens.diagnostics import DiagnosticsScreen
-
-    return DiagnosticsScreen
 
 
 def make_app(argv: list[str] | None = None) -> CuvaeApp:
