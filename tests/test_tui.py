@@ -82,6 +82,7 @@ async def test_trains_samples_pauses_and_quits(tmp_path):
         assert app.temperature == pytest.approx(1.1)
         status = app.status.fields
         assert status["latent"] == 8 and "CPU" in status["device"] and "bundled subset" in status["data"]
+        assert "300 train" in status["data"]  # the trainer's own count (RunStarted.train_examples)
         await pilot.press("q")
     run_dir = runs / "default-mnist-vae-z8"
     assert (run_dir / "checkpoint.npz").exists()
@@ -93,6 +94,7 @@ async def test_trains_samples_pauses_and_quits(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.prepared is not None, what="the resumed run")
         assert app.prepared.resumed_epoch == len(lines)
+        await wait_for(pilot, lambda: "300 train" in app.status.fields["data"], what="the resumed run's count")
         await wait_for(pilot, lambda: app.view is not None, timeout=10, what="pictures from the checkpoint")
         await pilot.press("q")
 
@@ -128,6 +130,8 @@ async def test_keys_before_the_first_epoch_do_not_crash(tmp_path):
         await pilot.press("escape")
         await pilot.resize_terminal(60, 20)
         await pilot.resize_terminal(120, 40)
+        if app.trainer is not None and app.trainer.paused:  # space paused the run (its child may already exist)
+            await pilot.press("space")
         await wait_for(pilot, lambda: app.finished is not None, what="training to finish")
         assert app.error is None
         await pilot.press("q")
@@ -141,6 +145,7 @@ async def test_open_is_read_only_and_has_the_views(tmp_path):
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.view is not None, what="the opened run")
         assert app.status.fields["state"] == "read-only" and app.status.fields["epoch"] == "2/2"
+        assert "300 train" in app.status.fields["data"]  # from the run's data record
         assert app.query_one("#recon", DigitGrid).grid.shape == (2, 8, 28, 28)
         await pilot.press("space")
         assert app.trainer is None

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from cuvae_tui import pixels
-from cuvae_tui.app import CuvaeApp, make_app, size_class
+from cuvae_tui.app import CuvaeApp, make_app
+from cuvae_tui.layout import size_class
 from cuvae_tui.widgets.digit_grid import DigitGrid
 
 from test_tui import TINY, offline, sync, train_tiny_run, wait_for  # noqa: F401 - the fixture is used
@@ -31,6 +32,15 @@ def test_forced_protocol_falls_back_to_half_blocks_without_a_terminal():
     assert pixels.resolve("auto", None, tty=True) == ("halfblock", None)
     assert pixels.cycle("kitty") == ["kitty", "halfblock", "ascii"] and pixels.cycle("halfblock") == ["halfblock", "ascii"]
     assert pixels.detect() is None  # pytest has no terminal
+
+
+def test_metrics_line_fits_80_columns():
+    from cuvae_tui.widgets.metrics_line import metrics_text
+
+    m = dict(epoch=12, train_loss=101.234, test_loss=99.876, test_recon=80.123, test_kl=19.753, active_units=17,
+             protocol="binarized")
+    wide, narrow = metrics_text(m, 20, 200), metrics_text(m, 20, 46)  # 46: the chart column at 80x24
+    assert "recon 80.12 + KL 19.75" in wide and len(narrow) <= 46 and "99.9" in narrow and "17/20" in narrow
 
 
 def test_layout_classes():
@@ -93,12 +103,14 @@ async def test_true_resolution_layout_zoom_and_plot_views(tiny_z2):
     app = make_app(["--open", str(tiny_z2)])
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: app.view is not None, what="the opened run")
-        await pilot.pause(0.2)
         recon = app.query_one("#recon", DigitGrid)
-        assert recon.shown == 1 and recon.visible().shape == (2, 1, 28, 28)  # one whole pair at 80x24
+        await wait_for(pilot, lambda: recon.shown == 1, what="the digit drawn")
+        # 80x24: one whole reconstruction beside a usable chart; the pair stays whole for zoom and export
+        assert recon.rows == slice(1, 2) and recon.visible().shape == (2, 1, 28, 28)
+        assert app.query_one("#plot").size.width >= 45 and app.query_one("#metrics").size.height == 1
         await pilot.resize_terminal(200, 60)
-        await pilot.pause(0.3)
-        assert app.has_class("-large") and recon.shown == 4
+        await wait_for(pilot, lambda: recon.shown == 4, what="four pairs")
+        assert app.has_class("-large") and recon.rows == slice(None)
         assert app.query_one("#samples", DigitGrid).shown == 4
         await pilot.press("z")
         assert type(app.screen).__name__ == "ZoomScreen"
@@ -203,3 +215,27 @@ async def test_compare_screen_fills_in_and_queued_sizes_train(tmp_path):
         await pilot.press("escape")
         assert app.elapsed_by_latent[3] == pytest.approx(t0)  # the clock of z=3 was kept
         await pilot.press("q")
+
+
+def test_training_child_stops_when_the_ui_is_gone(tmp_path):
+    """The trainer runs in a child process; if the UI dies (kill -9), the closed pipe stops it after
+    its current step, leaving the last complete epoch's checkpoint."""
+    from cuvae.engine.checkpoint import load_checkpoint
+    from cuvae.engine.events import EpochEnded
+    from cuvae_tui.options import parse_args
+    from cuvae_tui.session import Session
+    from cuvae_tui.training import TrainingProcess
+
+    session = Session(parse_args(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "100000"]))
+    prepared, job = session.prepare(8)
+    process = TrainingProcess(job)
+    process.start()
+    for kind, *payload in process.messages():
+        if kind == "epoch":
+            assert isinstance(payload[0], EpochEnded) and payload[1].dtype == np.float32
+            break
+        assert kind == "event", payload
+    process._conn.close()  # what the UI's death looks like from the child
+    process.process.join(30)
+    assert process.exitcode == 0
+    assert load_checkpoint(prepared.run_dir).epoch >= 1

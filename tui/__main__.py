@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     from .app import app_from_args
 
     app = app_from_args(args, detected)
+    if not args.open:
+        from .training import leave_cores_to_training
+
+        leave_cores_to_training()
     app.run()
     return app.return_code or 0
 

@@ -1,52 +1,49 @@
 """The cuvae terminal UI: watch a VAE learn, switch its latent size, read its digits and diagnostics.
 
-The app composes the panels, routes keys and turns engine events into messages. It talks to the
-engine only through the trainer's events (wrapped by a listener running in the training thread) and
-commands (stop, pause, unpause). Pictures and diagnostics come from workers over host copies of the
+The app composes the panels and routes keys and engine events. Training runs in a child process
+(:mod:`cuvae_tui.training`), whose events and commands (stop, pause, unpause) travel over a pipe;
+pictures and diagnostics come from workers (:mod:`cuvae_tui.workers`) over host copies of the
 parameters (:class:`~cuvae_tui.session.ViewModel`), so the UI thread only draws.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
-from textual import on, work
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 
-from cuvae.errors import CuvaeError
-from cuvae.engine.events import EpochEnded, Notice, RunStarted, StepMetrics, TrainingFinished
+from cuvae.engine.events import TrainingFinished
 
 from . import pixels
-from .diagnostics import SUBSET, IwaeBudget, data_protocol, diagnose
-from .export import export_png, main_rows
-from .messages import Diagnosed, Epoch, Failed, Finished, Info, Pictures, Progress, Ready, Started
+from .diagnostics import IwaeBudget
+from .export import export_screen
+from .layout import apply_layout
+from .messages import Diagnosed, Epoch, Failed, Finished, Info, Pictures, Ready, Started
 from .screens.help import QUIT_NOTE
-from .session import Session, ViewModel, latent_choices, open_run
+from .session import Session, ViewModel, data_label, latent_choices
 from .widgets.diagnostics_panel import DiagnosticsPanel
 from .widgets.digit_grid import DigitGrid
-from .widgets.loss_plot import LOSS_LEGEND, PARTS_LEGEND, VIEWS, Curves, LossPlot, PartsPlot
-from .widgets.status_bar import StatusBar, format_elapsed
+from .widgets.loss_plot import LOSS_LEGEND, PARTS_LEGEND, Charts, Curves, LossPlot, PartsPlot
+from .widgets.metrics_line import MetricsLine
+from .widgets.status_bar import MessageLine, StatusBar, format_elapsed
+from .workers import SAMPLES, Workers
 
-REDRAW_HZ = 10  # status line and elapsed time: at most 10 redraws a second
-PLOT_HZ = 1  # the plots: plotext redraws cost a few ms, taken from the training thread's cores
-RECON, SAMPLES = 8, 16
-
-
-def size_class(width: int, height: int) -> str:
-    """The layout for a terminal size: small (80x24), medium (120x40) or large (200x60)."""
-    if width < 110 or height < 34:
-        return "small"
-    return "large" if width >= 170 and height >= 50 else "medium"
+# What the UI draws costs CPU that training would use (scripts/tui_overhead.py measures it): the timer
+# ticks 10 times a second for keys and resizes, but the status line's progress redraws twice a second
+# and each chart (15-50 ms of CPU a build, measured) every PLOT_EVERY seconds, the two in turn.
+REDRAW_HZ = 10
+STATUS_EVERY = 0.5
+PLOT_EVERY = 3.0
 
 
-class CuvaeApp(App):
+class CuvaeApp(Workers, App):
     CSS_PATH = "app.tcss"
     TITLE = "cuvae"
     ENABLE_COMMAND_PALETTE = False
@@ -75,23 +72,18 @@ class CuvaeApp(App):
         self.read_only = open_dir is not None
         self.protocol, self.modes, self.pixels_note = protocol, pixels.cycle(protocol), note
         self.generation = 0
-        self._lock = threading.Lock()
-        self._trainer = None
-        self._stopped_gen = 0
+        self.init_workers(training=session is not None)
         self.prepared = None
         self.view: ViewModel | None = None
         self.sample_seed, self.temperature = 0, 1.0
         self.epochs_total = 0
         self.elapsed_by_latent: dict[int, float] = {}
-        self.elapsed, self._clock_running, self._last_tick = 0.0, False, time.monotonic()
+        self.elapsed, self._clock_running, self._last_tick, self._last_status = 0.0, False, time.monotonic(), 0.0
         self.curves = Curves()
-        self._plot_dirty, self._last_plot = False, 0.0
         self.finished: TrainingFinished | None = None
         self.error: str | None = None
         self.diagnosis = None
         self.active_history: list[tuple[int, int]] = []
-        self._diag_busy = False
-        self._iwae = IwaeBudget()
         self.closing = False  # set when quitting: late messages from the threads are dropped
         self.queue: list[int] = []  # latent sizes to train one after another (from the compare screen)
 
@@ -109,7 +101,7 @@ class CuvaeApp(App):
                 with Vertical(id="diag-box") as box:
                     box.border_title = "latent diagnostics (d: full screen)"
                     yield DiagnosticsPanel(id="diag")
-                yield Static("waiting for the first epoch...", id="metrics")
+                yield MetricsLine(id="metrics")
             with Vertical(id="right"):
                 with Vertical(id="recon-box") as box:
                     box.border_title = "test digit | reconstruction"
@@ -118,11 +110,12 @@ class CuvaeApp(App):
                     box.border_title = "samples"
                     yield DigitGrid("samples appear after the first epoch", id="samples")
         with Horizontal(id="bottom"):
-            yield Static("", id="message", markup=False)
+            yield MessageLine("", id="message", markup=False)
             yield Static("", id="drawing", markup=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.charts = Charts(self.query_one(LossPlot), self.query_one(PartsPlot), PLOT_EVERY)
         self._apply_protocol()
         self.on_resize()
         self.status.set(latent=self.latent, state="read-only" if self.read_only else "starting")
@@ -130,7 +123,7 @@ class CuvaeApp(App):
         if self.pixels_note:
             self.say(self.pixels_note, "warning")
         if self.read_only:
-            self._open_worker(self.open_dir)
+            self._open_worker(self.open_dir, self.data_dir)
         else:
             self.start_training(self.latent)
 
@@ -145,10 +138,7 @@ class CuvaeApp(App):
 
     def on_resize(self, event=None) -> None:
         """Pick the layout for the terminal's size (also checked on every tick: not every resize reaches the app)."""
-        cls = size_class(self.size.width, self.size.height)
-        if not self.has_class(f"-{cls}"):
-            for name in ("small", "medium", "large"):
-                self.set_class(name == cls, f"-{name}")
+        apply_layout(self)
 
     @property
     def main(self):
@@ -160,16 +150,9 @@ class CuvaeApp(App):
         return self.main.query_one("#status", StatusBar)
 
     def say(self, text: str, level: str = "information") -> None:
-        """One line at the bottom; the text is shown as it is (no markup: `[cuda12]` stays)."""
-        from rich.text import Text
+        self.main.query_one(MessageLine).say(text, level)
 
-        style = {"error": "bold red", "warning": "yellow"}.get(level, "")
-        prefix = {"error": "error: ", "warning": "warning: "}.get(level, "")
-        line = Text(prefix, style=style)
-        line.append(text)
-        self.main.query_one("#message", Static).update(line)
-
-    # ---- the training thread ----------------------------------------------------------------
+    # ---- runs ------------------------------------------------------------------------------------
     def start_training(self, latent: int) -> None:
         self.elapsed_by_latent[self.latent] = self.elapsed
         self.generation += 1
@@ -179,102 +162,11 @@ class CuvaeApp(App):
         self.status.set(latent=latent, epoch="-", rate="-", state="loading", elapsed=format_elapsed(self.elapsed))
         self._clear_pictures("appear after the first epoch")
         self.curves.reset([])
-        self._replot()
+        self.charts.redraw()
         self.main.query_one(DiagnosticsPanel).show(None, [], latent)
-        self.main.query_one("#metrics", Static).update("waiting for the first epoch...")
-        self._train_worker(latent, self.generation)
-
-    @work(thread=True, group="train", exit_on_error=False)
-    def _train_worker(self, latent: int, gen: int) -> None:
-        post = self.post_message
-        holder = {}
-
-        def listener(event) -> None:  # runs in the training thread
-            if isinstance(event, StepMetrics):
-                post(Progress(event, gen))
-            elif isinstance(event, EpochEnded):
-                params = np.array(holder["trainer"].checkpoint().params, dtype=np.float32, copy=True)
-                post(Epoch(event, params, gen))
-            elif isinstance(event, RunStarted):
-                post(Started(event, gen))
-            elif isinstance(event, Notice):
-                post(Info(event.message, event.level))
-            elif isinstance(event, TrainingFinished):
-                post(Finished(event, gen))
-
-        try:
-            prepared, build = self.session.prepare(latent, log=lambda m: post(Info(m)))
-            post(Ready(prepared, gen))
-            trainer = holder["trainer"] = build([listener])
-            with self._lock:
-                if self._stopped_gen >= gen:
-                    trainer.close()  # stopped before it ran: release its GPU step all the same
-                    return
-                self._trainer = trainer
-            trainer.run()
-        except CuvaeError as err:
-            post(Failed(str(err), gen))
-        except Exception as err:  # noqa: BLE001 - shown in the UI, never as a traceback
-            post(Failed(f"unexpected {type(err).__name__}: {err}", gen))
-
-    @work(thread=True, group="train", exit_on_error=False)
-    def _open_worker(self, run_dir: Path) -> None:
-        gen = self.generation
-        try:
-            self.post_message(Ready(open_run(run_dir, self.data_dir, log=lambda m: self.post_message(Info(m))), gen))
-        except CuvaeError as err:
-            self.post_message(Failed(str(err), gen))
-        except Exception as err:  # noqa: BLE001
-            self.post_message(Failed(f"unexpected {type(err).__name__}: {err}", gen))
-
-    @property
-    def trainer(self):
-        with self._lock:
-            return self._trainer
-
-    async def stop_training(self) -> None:
-        """Ask the trainer to stop after its current step and wait for the thread to end."""
-        with self._lock:
-            self._stopped_gen = self.generation
-            trainer, self._trainer = self._trainer, None
-        if trainer is not None:
-            trainer.stop()
-        for worker in list(self.workers):
-            if worker.group == "train":
-                try:
-                    await worker.wait()
-                except Exception:  # noqa: BLE001 - a failed worker already reported itself
-                    pass
-
-    # ---- workers for pictures and diagnostics ---------------------------------------------------
-    @work(thread=True, group="pictures", exclusive=True, exit_on_error=False)
-    def _pictures_worker(self, params: np.ndarray, gen: int, epoch: int) -> None:
-        p = self.prepared
-        view = ViewModel(p.config, params, p.test_x, p.test_y, p.shape)
-        recon = np.stack(view.reconstructions(RECON)) if view.has_data else None
-        samples = view.samples(SAMPLES, seed=self.sample_seed, temperature=self.temperature)
-        self.post_message(Pictures(view, recon, samples, gen))
-        if view.has_data and p.config.model == "vae" and not self._diag_busy:
-            self._diag_busy = True
-            self._diagnostics_worker(view, gen, epoch, p.eval_x, data_protocol(p.config), p.config.epochs)
-
-    @work(thread=True, group="diagnostics", exit_on_error=False)
-    def _diagnostics_worker(self, view, gen, epoch, x, protocol, last_epoch) -> None:
-        try:
-            try:  # a background job: let the training thread have the cores first
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-            except (AttributeError, OSError):
-                pass
-            idle = self.read_only or epoch >= last_epoch or self.finished is not None
-            d = diagnose(view, x, epoch, protocol,
-                         iwae=lambda cheap: self._iwae.due(time.monotonic(), idle=idle, surgery_seconds=cheap))
-            if d.iwae_nll is not None:
-                self._iwae.record(time.monotonic(), d.seconds["iwae"])
-            self.post_message(Diagnosed(d, gen))
-        except Exception as err:  # noqa: BLE001 - diagnostics never stop training
-            self.post_message(Info(f"diagnostics failed: {type(err).__name__}: {err}", "warning"))
-        finally:
-            self._diag_busy = False
+        self.main.query_one(MetricsLine).show(None)
+        self.steps = deque()  # a fresh buffer: late steps of the stopped run land in the old one
+        self._train_worker(latent, self.generation, self.steps)
 
     # ---- messages from the threads ------------------------------------------------------------
     @on(Ready)
@@ -297,7 +189,7 @@ class CuvaeApp(App):
             self.status.set(state="training", elapsed=format_elapsed(self.elapsed))
             self.say(f"run {p.run_dir} · {p.config.arch.describe()} · {p.data_source}")
         self.curves.reset(p.history)
-        self._replot()
+        self.charts.redraw()
         self.active_history = [(m["epoch"], m["active_units"]) for m in p.history if "active_units" in m]
         if last:
             self._show_metrics(last)
@@ -306,19 +198,13 @@ class CuvaeApp(App):
 
     @on(Started)
     def handle_started(self, msg: Started) -> None:
-        if msg.generation == self.generation:
-            self._clock_running = True
-            self._last_tick = time.monotonic()
-
-    @on(Progress)
-    def handle_progress(self, msg: Progress) -> None:
         if msg.generation != self.generation or self.closing:
             return
-        e = msg.event
-        self.curves.add_step(e.epoch - 1 + e.step / e.steps_per_epoch, e.loss, e.recon, e.kl)
-        self._plot_dirty = True
-        self.status.set(epoch=f"{e.epoch}/{self.epochs_total} {100 * e.step // e.steps_per_epoch}%",
-                        rate=f"{e.examples_per_s:,.0f} ex/s")
+        self._clock_running = True
+        self._last_tick = time.monotonic()
+        e, p = msg.event, self.prepared
+        p.device, p.data_label = e.device, data_label(p.dataset, e.train_examples)
+        self.status.set(device=p.device, data=p.data_label)
 
     @on(Epoch)
     def handle_epoch(self, msg: Epoch) -> None:
@@ -326,7 +212,7 @@ class CuvaeApp(App):
             return
         m = msg.event.metrics
         self.curves.add_epoch(m)
-        self._plot_dirty = True
+        self.charts.changed()
         self.active_history = [h for h in self.active_history if h[0] < m["epoch"]] + [(m["epoch"], m["active_units"])]
         self._show_metrics(m)
         self.status.set(epoch=f"{m['epoch']}/{self.epochs_total}", rate=f"{m['examples_per_s']:,.0f} ex/s")
@@ -354,7 +240,9 @@ class CuvaeApp(App):
             d.iwae_nll, d.iwae_epoch = self.diagnosis.iwae_nll, self.diagnosis.iwae_epoch
         self.diagnosis = d
         self.main.query_one(DiagnosticsPanel).show(d, self.active_history, self.latent)
-        if isinstance(self.screen, _diag_screen()):
+        from .screens.diagnostics import DiagnosticsScreen
+
+        if isinstance(self.screen, DiagnosticsScreen):
             self.screen.show(d, self.active_history, self.latent)
 
     @on(Info)
@@ -393,22 +281,27 @@ class CuvaeApp(App):
         trainer = self.trainer
         if self._clock_running and not (trainer is not None and trainer.paused):
             self.elapsed += now - self._last_tick
-            self.status.set(elapsed=format_elapsed(self.elapsed))
         self._last_tick = now
-        if self._plot_dirty and now - self._last_plot >= 1 / PLOT_HZ:
-            self._plot_dirty, self._last_plot = False, now
-            self._replot()
+        if now - self._last_status >= STATUS_EVERY:
+            self._last_status = now
+            self._drain_steps()
+        self.charts.tick(now)
 
-    def _replot(self) -> None:
-        for plot in (self.main.query_one(LossPlot), self.main.query_one(PartsPlot)):
-            if plot.display and plot.parent.display:
-                plot.replot()
+    def _drain_steps(self) -> None:
+        """The train steps that arrived since the last turn: all go into the curve, the last into the status
+        line, redrawn once with the clock."""
+        e, fields = None, {"elapsed": format_elapsed(self.elapsed)}
+        while self.steps:
+            e = self.steps.popleft()
+            self.curves.add_step(e.epoch - 1 + e.step / e.steps_per_epoch, e.loss, e.recon, e.kl)
+        if e is not None and not self.closing:
+            self.charts.changed()
+            fields.update(epoch=f"{e.epoch}/{self.epochs_total} {100 * e.step // e.steps_per_epoch}%",
+                          rate=f"{e.examples_per_s:,.0f} ex/s")
+        self.status.set(**fields)
 
     def _show_metrics(self, m: dict) -> None:
-        self.main.query_one("#metrics", Static).update(
-            f"epoch {m['epoch']}: train {m['train_loss']:.2f} · test {m['test_loss']:.2f} "
-            f"= recon {m['test_recon']:.2f} + KL {m['test_kl']:.2f} · active {m['active_units']}/{self.latent}"
-            + ("" if m.get("protocol", "continuous") == "continuous" else f" · {m['protocol']}"))
+        self.main.query_one(MetricsLine).show(m, self.latent)
 
     def _clear_pictures(self, why: str) -> None:
         for grid, what in ((self.main.query_one("#recon", DigitGrid), "reconstructions"),
@@ -468,12 +361,7 @@ class CuvaeApp(App):
         self._apply_protocol()
 
     def action_plot_view(self) -> None:
-        plot = self.main.query_one(LossPlot)
-        view = VIEWS[(VIEWS.index(plot.view) + 1) % len(VIEWS)]
-        for p in (plot, self.main.query_one(PartsPlot)):
-            p.view = view
-        self.main.query_one("#loss-box").border_title = f"negative ELBO (nats) · {view} view (g)"
-        self._replot()
+        self.main.query_one("#loss-box").border_title = f"negative ELBO (nats) · {self.charts.next_view()} view (g)"
 
     def action_zoom(self) -> None:
         from .screens.zoom import ZoomScreen
@@ -483,7 +371,9 @@ class CuvaeApp(App):
             self.push_screen(ZoomScreen(r, s, self.protocol))
 
     def action_diagnostics(self) -> None:
-        self.push_screen(_diag_screen()(self.diagnosis, self.active_history, self.latent))
+        from .screens.diagnostics import DiagnosticsScreen
+
+        self.push_screen(DiagnosticsScreen(self.diagnosis, self.active_history, self.latent))
 
     def action_interpolation(self) -> None:
         from .screens.interpolation import InterpolationScreen
@@ -522,47 +412,8 @@ class CuvaeApp(App):
 
         self.push_screen(LatentScreen(latent_choices(self.session, self.latent), self.latent), chosen)
 
-    def enqueue(self, latent: int) -> None:
-        """Train ``latent`` after the current run (and those queued before it) ends."""
-        idle = self.finished is not None or self.error is not None
-        if latent == self.latent and not idle or latent in self.queue:
-            return
-        self.queue.append(latent)
-        if idle and not self.read_only:  # nothing training now: start at once
-            self._start_next()
-
-    def _start_next(self) -> None:
-        """The next queued size: from now on the app counts as busy, so a second enqueue only queues."""
-        self.finished, self.error = None, None
-        self.run_worker(self.switch_latent(self.queue.pop(0)), group="switch", exclusive=True)
-
-    async def switch_latent(self, latent: int) -> None:
-        self.say(f"stopping z={self.latent} (its checkpoint keeps the last complete epoch)...")
-        await self.stop_training()
-        self.start_training(latent)
-
     def action_export(self) -> None:
-        screen = self.screen
-        if hasattr(screen, "export_rows"):
-            found = screen.export_rows()
-            view = type(screen).__name__.replace("Screen", "").lower()
-        elif self.view is not None:
-            found = main_rows(self.main.query_one("#recon", DigitGrid).grid, self.main.query_one("#samples", DigitGrid).grid)
-            view = "main"
-        else:
-            found = None
-        if not found or not found[0]:
-            self.notify("nothing to export yet: wait for the first epoch", severity="warning")
-            return
-        rows, labels, title = found
-        epoch = self.prepared.resumed_epoch if self.read_only else (self.curves.epochs or [{"epoch": 0}])[-1]["epoch"]
-        try:
-            path = export_png(rows, labels, title, self.latent, epoch, view, self.prepared.run_dir,
-                              temperature=self.temperature, seed=self.sample_seed)
-        except OSError as err:
-            self.notify(f"could not write the PNG into {self.prepared.run_dir}: {err.strerror}", severity="error")
-            return
-        self.notify(f"saved {path}")
+        export_screen(self)
 
     async def action_quit(self) -> None:
         if not self.read_only and self.trainer is not None:
@@ -571,12 +422,6 @@ class CuvaeApp(App):
         self.closing = True
         await self.stop_training()
         self.exit(return_code=1 if self.error else 0)
-
-
-def _diag_screen():
-    from .screens.diagnostics import DiagnosticsScreen
-
-    return DiagnosticsScreen
 
 
 def make_app(argv: list[str] | None = None) -> CuvaeApp:

@@ -33,3 +33,28 @@ def export_png(rows, labels, title: str, latent: int, epoch: int, view: str, fol
         path = folder / f"{name}-{k}.png"
     title = f"{title}, z={latent}, epoch {epoch}, samples at T={temperature:.1f} seed {seed}"
     return save_png(grid(rows, labels, scale=3, title=title), path)
+
+
+def export_screen(app) -> None:
+    """``e``: the top screen's digits (or the main screen's) as a PNG in the run directory."""
+    screen = app.screen
+    if hasattr(screen, "export_rows"):
+        found, view = screen.export_rows(), type(screen).__name__.replace("Screen", "").lower()
+    elif app.view is not None:
+        recon, samples = (app.main.query_one(f"#{name}").grid for name in ("recon", "samples"))
+        found, view = main_rows(recon, samples), "main"
+    else:
+        found = None
+    if not found or not found[0]:
+        app.notify("nothing to export yet: wait for the first epoch", severity="warning")
+        return
+    rows, labels, title = found
+    p = app.prepared
+    epoch = p.resumed_epoch if app.read_only else (app.curves.epochs or [{"epoch": 0}])[-1]["epoch"]
+    try:
+        path = export_png(rows, labels, title, app.latent, epoch, view, p.run_dir,
+                          temperature=app.temperature, seed=app.sample_seed)
+    except OSError as err:
+        app.notify(f"could not write the PNG into {p.run_dir}: {err.strerror}", severity="error")
+        return
+    app.notify(f"saved {path}")

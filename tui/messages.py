@@ -1,8 +1,8 @@
-"""Textual messages wrapping the trainer's events (posted from the training thread) and the results
-of the picture and diagnostics workers.
+"""Textual messages wrapping the trainer's events (posted by the thread reading the training child)
+and the results of the picture and diagnostics workers.
 
-Small dataclass-like messages; the high-rate one (:class:`Progress`) lets a newer one replace an
-older one still queued, so a busy UI never falls behind.
+Small dataclass-like messages, all of low rate: train steps are no messages (the app's redraw timer
+drains them from a buffer, see :mod:`cuvae_tui.workers`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from textual.message import Message
 
-from cuvae.engine.events import EpochEnded, RunStarted, StepMetrics, TrainingFinished
+from cuvae.engine.events import EpochEnded, RunStarted, TrainingFinished
 
 
 class Ready(Message):
@@ -25,15 +25,6 @@ class Started(Message):
     def __init__(self, event: RunStarted, generation: int) -> None:
         super().__init__()
         self.event, self.generation = event, generation
-
-
-class Progress(Message):
-    def __init__(self, event: StepMetrics, generation: int) -> None:
-        super().__init__()
-        self.event, self.generation = event, generation
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, Progress)
 
 
 class Epoch(Message):

@@ -1,7 +1,8 @@
 """The engine seen from the UI: run directories per latent size, trainers, and a view model.
 
-No Textual here. :class:`Session` turns the command line into trainers (one run
-directory per latent size, resumed from its checkpoint when there is one);
+No Textual here. :class:`Session` turns the command line into prepared runs and the jobs the
+training child builds its Trainer from (one run directory per latent size, resumed from its
+checkpoint when there is one);
 :class:`ViewModel` draws pictures with its *own* model object over a host copy of
 the parameters, so the UI thread never touches the trainer's buffers.
 """
@@ -104,6 +105,7 @@ class Prepared:
     params: np.ndarray | None  # the checkpoint's parameters when resuming
     history: list[dict]
     resumed_epoch: int
+    dataset: object = None  # the host Dataset (None without data): its label is redrawn with the trainer's count
 
 
 class Session:
@@ -113,7 +115,6 @@ class Session:
         self.args = args
         self.runs = Path(args.runs)
         self._lock = threading.Lock()
-        self._backend = None
         self._datasets: dict = {}
 
     def base_config(self, latent: int):
@@ -124,14 +125,6 @@ class Session:
     def run_dir(self, latent: int) -> Path:
         c = self.base_config(latent)
         return self.runs / f"{run_prefix(c)}{latent}"
-
-    def backend(self, log=None):
-        from cuvae.backends.backend import get_backend
-
-        with self._lock:
-            if self._backend is None:
-                self._backend = get_backend(self.args.device, log=log)
-            return self._backend
 
     def dataset(self, config, log=None, data_dir=None):
         from cuvae.data import load_dataset
@@ -146,11 +139,12 @@ class Session:
             return self._datasets[key]
 
     def prepare(self, latent: int, log=None):
-        """(Prepared, build) where build(listeners) makes the Trainer; raises CuvaeError on bad input."""
+        """(Prepared, TrainJob): the UI's host data and the child's recipe for the Trainer (the backend is
+        chosen there, so the UI process never opens the GPU); raises CuvaeError on bad input."""
         from cuvae.engine.checkpoint import CHECKPOINT, load_checkpoint
         from cuvae.engine.options import resumed_config
         from cuvae.data.base import prepare_images
-        from cuvae.engine.trainer import Trainer
+        from .training import TrainJob
 
         run_dir = self.run_dir(latent)
         resume = None
@@ -162,22 +156,17 @@ class Session:
                 raise CuvaeError(f"{err} (cuvae-tui has no --out: pass another --runs DIR)") from None
         else:
             config = self.base_config(latent)
-        backend = self.backend(log)
         from cuvae.engine.provenance import data_dir_for_resume
 
         dataset = self.dataset(config, log, data_dir_for_resume(resume.data, self.args.data_dir, run_dir) if resume else None)
         if config.batch_size > len(dataset.train_x):
             raise CuvaeError(f"--batch-size {config.batch_size} is larger than the {len(dataset.train_x)} "
                              "training examples; pass a smaller --batch-size or a larger --train-size")
-        prepared = Prepared(latent, run_dir, config, backend.device_name, data_label(dataset), dataset.source,
+        prepared = Prepared(latent, run_dir, config, "starting...", data_label(dataset), dataset.source,
                             prepare_images(dataset.test_x, "none", np.float32), dataset.test_y,
                             tuple(dataset.image_shape), eval_subset(dataset.test_x, config), None if resume is None else resume.params.copy(),
-                            read_history(run_dir) if resume else [], resume.epoch if resume else 0)
-
-        def build(listeners):
-            return Trainer(config, backend, dataset, run_dir, listeners=listeners, resume=resume)
-
-        return prepared, build
+                            read_history(run_dir) if resume else [], resume.epoch if resume else 0, dataset)
+        return prepared, TrainJob(config, dataset, run_dir, resume, self.args.device)
 
 
 def open_run(run_dir, data_dir=None, log=None) -> Prepared:
@@ -194,7 +183,8 @@ def open_run(run_dir, data_dir=None, log=None) -> Prepared:
                           progress=False, log=log or (lambda m: None))
         test_x, test_y = prepare_images(ds.test_x, "none", np.float32), ds.test_y
         eval_x = eval_subset(ds.test_x, c)
-        label, source, shape = data_label(ds), ds.source, tuple(ds.image_shape)
+        trained = (ckpt.data or {}).get("train")  # what the run trained on, from its data record
+        label, source, shape = data_label(ds, trained), ds.source, tuple(ds.image_shape)
     except CuvaeError as err:  # samples still work without data
         if log:
             log(f"no test data, so no reconstructions, interpolation or map: {err}")

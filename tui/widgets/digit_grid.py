@@ -30,6 +30,7 @@ class DigitGrid(Widget):
         self.version = 0  # bumped on each new grid (tests and exports read it)
         self.start = 0  # first group drawn (the zoom screen pages through them)
         self.shown = 0
+        self.rows = slice(None)  # which rows of the grid are drawn (80x24 draws only the reconstructions)
         self._cache: tuple | None = None
         self._image = None  # the textual-image child in pixel mode
 
@@ -51,6 +52,15 @@ class DigitGrid(Widget):
         if self.grid is None:
             self.refresh()
 
+    def draw_rows(self, rows: slice) -> None:
+        if rows != self.rows:
+            self.rows, self._cache = rows, None
+            self.refresh()
+
+    @property
+    def drawn(self) -> np.ndarray:
+        return self.grid[self.rows]
+
     def watch_protocol(self, protocol: str) -> None:
         self._cache = None
         self.refresh()
@@ -63,7 +73,7 @@ class DigitGrid(Widget):
         return self.grid[:, self.start:self.start + n]
 
     def _flow(self):
-        rows, cols, h = self.grid.shape[:3]
+        rows, cols, h = self.drawn.shape[:3]
         return flow(rows, cols - self.start, self.size.width, self.size.height, h * self.zoom)
 
     def _sync_image(self, picture) -> None:
@@ -88,7 +98,7 @@ class DigitGrid(Widget):
         if self.grid is None:
             self.call_later(self._sync_image, None)
             return Text(self.placeholder, style="dim")
-        key = (self.version, self.protocol, self.size.width, self.size.height, self.start, self.zoom)
+        key = (self.version, self.protocol, self.size.width, self.size.height, self.start, self.zoom, self.rows)
         if self._cache is None or self._cache[0] != key:
             picture = None
             if self.arrangement == "fixed":
@@ -100,9 +110,9 @@ class DigitGrid(Widget):
             elif self.mode == "pixels":
                 f = self._flow()
                 self.shown, text = f.shown, Text("")
-                picture = flow_picture(self.grid, f, self.zoom, self.start) if f.shown else None
+                picture = flow_picture(self.drawn, f, self.zoom, self.start) if f.shown else None
             else:
-                text, f = render_flow(self.grid, self.size.width, self.size.height, self.mode, self.zoom, self.start)
+                text, f = render_flow(self.drawn, self.size.width, self.size.height, self.mode, self.zoom, self.start)
                 self.shown = f.shown
             if not self.shown and self.size.height > 0:
                 text = Text("(too small for a whole digit: enlarge the terminal, or z to zoom)", style="dim")

@@ -1,4 +1,5 @@
-"""The always-visible status line: latent size, device, epoch, speed, elapsed time, data."""
+"""The always-visible status line (latent size, device, epoch, speed, elapsed time, data) and the
+message line at the bottom."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class StatusBar(Static):
         changed = {k: v for k, v in fields.items() if self.fields.get(k) != v}
         if changed:
             self.fields.update(changed)
-            self.update(self.compose_text())
+            self.update(self.compose_text(), layout=False)  # a fixed size: no re-layout of the screen
 
     def compose_text(self) -> Text:
         f = self.fields
@@ -35,3 +36,14 @@ class StatusBar(Static):
                 t.append(" │ ", "dim")
             t.append(text, style)
         return t
+
+
+class MessageLine(Static):
+    """One line at the bottom; the text is shown as it is (no markup: `[cuda12]` stays)."""
+
+    def say(self, text: str, level: str = "information") -> None:
+        style = {"error": "bold red", "warning": "yellow"}.get(level, "")
+        prefix = {"error": "error: ", "warning": "warning: "}.get(level, "")
+        line = Text(prefix, style=style)
+        line.append(text)
+        self.update(line, layout=False)
