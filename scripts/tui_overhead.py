@@ -8,9 +8,11 @@ Two figures, because wall-clock speed on a shared machine is noisy:
   on a quiet machine (the load average is printed beside it).
 * the UI's CPU share, robust to load: during the timed UI epoch, the CPU seconds of the UI process
   (its drawing thread, the pictures and diagnostics workers, the pipe reader) over all the CPU seconds
-  spent (the UI process plus the training child). When training keeps every core busy, the UI can
-  slow it by at most about this share, so 1 - share bounds the wall ratio on a saturated machine;
-  with a core to spare it costs training nothing.
+  spent (the UI process plus the training child). When training keeps every core busy, the UI slows
+  it by at least about this share, and in practice by more: measured on 2 cores with 2 BLAS threads,
+  a 5% share went with a median wall ratio of 0.80, because the trainer's threads spend more CPU on
+  the same epoch while the UI takes turns on their cores. With a core to spare it costs training
+  about nothing.
 
     python scripts/tui_overhead.py --pairs 3 --train-size 20000 --data-dir ../shared/data/mnist [--device cpu]
 """
@@ -140,8 +142,8 @@ def main() -> int:
     print(f"wall ratio UI/headless: median {statistics.median(ratios):.3f}, spread {min(ratios):.3f}..{max(ratios):.3f} "
           f"over {len(ratios)} pairs (noisy under load; target >= 0.95)")
     print(f"UI CPU share (load-robust): median {100 * statistics.median(shares):.1f}%, "
-          f"spread {100 * min(shares):.1f}..{100 * max(shares):.1f}% -> on a saturated machine the wall ratio is at "
-          f"least about {1 - statistics.median(shares):.3f}; load average {load()} at the end")
+          f"spread {100 * min(shares):.1f}..{100 * max(shares):.1f}% -> where training fills every core the wall ratio "
+          f"is at most about {1 - statistics.median(shares):.3f}; load average {load()} at the end")
     return 0
 
 
