@@ -595,19 +595,19 @@ def test_the_ui_resumes_a_run_on_its_own_data_and_takes_the_lock(tmp_path, monke
     from cuvae_tui.session import Session
 
     session = Session(parse_args(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "1"]))
-    prepared, build = session.prepare(2)
-    assert build([]).run().reason == "completed"
+    prepared, job = session.prepare(2)
+    assert job.build([]).run().reason == "completed"
     assert "bundled subset" in prepared.data_source
     monkeypatch.setenv("CUVAE_DATA_DIR", str(write_mnist(tmp_path / "full", n_train=300)))  # other data appear
     again = Session(parse_args(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "2"]))
-    prepared, build = again.prepare(2)
+    prepared, job = again.prepare(2)
     assert "bundled subset" in prepared.data_source and prepared.resumed_epoch == 1
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(prepared.run_dir)], stdout=subprocess.PIPE, text=True,
                               cwd=ROOT)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(CuvaeError, match=f"pid {holder.pid}"):
-            build([]).run()
+            job.build([]).run()
     finally:
         holder.kill()
         holder.wait()
