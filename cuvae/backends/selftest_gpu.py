@@ -17,7 +17,7 @@ import numpy as np
 from cuvae.backends import selftest
 from cuvae.backends.gpu_step import DeviceStep
 from cuvae.backends.kernels import CONV_KERNELS, conv_twins, twins
-from cuvae.backends.selftest import CHAPTER, Check, CheckFailed
+from cuvae.backends.selftest import CHAPTER, Check, CheckFailed, time_captured_step
 from cuvae.backends.selftest_gpu_conv import conv_kernel_cases, conv_step_vs_numpy, time_conv_step
 from cuvae.nn.model import VAE
 from cuvae.nn.ops import NumpyOps
@@ -210,21 +210,7 @@ def time_device_step(env: Engine, batch: int = 100, n: int = 10_000) -> tuple[st
     p = xp.asarray(VAE(CHAPTER, NumpyOps(), np.float32).initial_params("glorot", 0))
     g, m, v = xp.zeros_like(p), xp.zeros_like(p), xp.zeros_like(p)
     st = DeviceStep(CHAPTER, p, g, m, v, xp.asarray(data), engine=env.name, graph=True)
-    steps = n // batch
-    try:
-        for epoch in (1, 2):
-            st.start_epoch(epoch, np.ones(steps, np.float32), (epoch - 1) * steps)
-            st.step(batch)
-            st.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(steps - 1):
-                st.step(batch)
-            st.synchronize()
-            ms = (time.perf_counter() - t0) * 1e3 / (steps - 1)
-        sums = st.read_sums()
-        kind = f"{st.gemm_kind}, {'graph' if st.use_graph else 'no graph'}"
-    finally:
-        st.close()
+    ms, sums, kind = time_captured_step(st, n // batch, batch)
     if not np.isfinite(sums).all():
         raise CheckFailed("the loss became NaN or infinite")
     return (f"{CHAPTER.describe()}, batch {batch} ({kind}): {ms:.3f} ms a step ({ms * 600 / 1e3:.3f} s a "

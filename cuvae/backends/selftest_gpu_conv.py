@@ -6,12 +6,10 @@ the time of a step of the default conv model. ``env`` is selftest_gpu's Engine (
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from cuvae.backends.gpu_conv_step import ConvDeviceStep
-from cuvae.backends.selftest import CheckFailed
+from cuvae.backends.selftest import CheckFailed, time_captured_step
 from cuvae.nn.conv_model import ConvArch, ConvVAE
 from cuvae.nn.ops import NumpyOps
 from cuvae.nn.optim import Adam
@@ -119,21 +117,7 @@ def time_conv_step(env, batch: int = 100, n: int = 2000) -> tuple[str, dict]:
     p = xp.asarray(ConvVAE(arch, NumpyOps(), np.float32).initial_params("pytorch", 0))
     g, m, v = xp.zeros_like(p), xp.zeros_like(p), xp.zeros_like(p)
     st = ConvDeviceStep(arch, p, g, m, v, xp.asarray(data), engine=env.name, graph=True)
-    steps = n // batch
-    try:
-        for epoch in (1, 2):
-            st.start_epoch(epoch, np.ones(steps, np.float32), (epoch - 1) * steps)
-            st.step(batch)
-            st.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(steps - 1):
-                st.step(batch)
-            st.synchronize()
-            ms = (time.perf_counter() - t0) * 1e3 / (steps - 1)
-        sums = st.read_sums()
-        kind = f"{st.gemm_kind}, {'graph' if st.use_graph else 'no graph'}"
-    finally:
-        st.close()
+    ms, sums, kind = time_captured_step(st, n // batch, batch)
     if not np.isfinite(sums).all():
         raise CheckFailed("the conv step's loss became NaN or infinite")
     return (f"{arch.describe()}, batch {batch} ({kind}): {ms:.3f} ms a step ({batch * 1e3 / ms:,.0f} examples/s)",
