@@ -52,3 +52,32 @@ def _forget_network_state():
 def emu_cache(tmp_path_factory):
     """The emulated GPU's build cache (tests/emulated_gpu): each variant of each source compiles once a session."""
     return tmp_path_factory.mktemp("emulated-gpu")
+
+
+def _emulator_variants():
+    from emulated_gpu import build
+
+    no_fma = build.fma_ftz_supported()
+    return ["ieee", pytest.param("fma-ftz", marks=pytest.mark.skipif(no_fma is not None, reason=no_fma or ""))]
+
+
+EMU_VARIANTS = _emulator_variants()
+
+
+@pytest.fixture(params=EMU_VARIANTS)
+def emu(request, monkeypatch, emu_cache):
+    """The emulated device in each build (IEEE, and FMA + flush-to-zero where g++ has it); its guards checked."""
+    from emulated_gpu import start
+
+    shim = start(monkeypatch, emu_cache, request.param)
+    yield shim
+    shim.check_guards()
+
+
+@pytest.fixture
+def emu_ieee(monkeypatch, emu_cache):
+    from emulated_gpu import start
+
+    shim = start(monkeypatch, emu_cache)
+    yield shim
+    shim.check_guards()

@@ -17,36 +17,10 @@ import pytest
 from cuvae.backends.gpu_conv_step import ConvDeviceStep
 from cuvae.backends.kernels import CONV_KERNELS, KERNELS, conv_twins, source
 from cuvae.nn.conv_model import ConvArch
-from emulated_gpu import build, install
+from emulated_gpu import build, start
 from test_gpu_conv_step import assert_same_run, pixel_data, run_conv_epochs
 
 pytestmark = pytest.mark.skipif(build.compiler() is None, reason="needs a C++ compiler (g++) to build the emulated GPU")
-
-_no_fma = build.fma_ftz_supported()
-VARIANTS = ["ieee", pytest.param("fma-ftz", marks=pytest.mark.skipif(_no_fma is not None, reason=_no_fma or ""))]
-
-
-def _start(monkeypatch, emu_cache, variant="ieee", mode="fibers", conv_code=None, reverse=False):
-    shim, _ = install(monkeypatch, emu_cache, variant, mode, reverse)
-    if conv_code is not None:
-        from cuvae.backends import cuda_conv_ops
-
-        monkeypatch.setattr(cuda_conv_ops, "conv_source", lambda: conv_code)
-    return shim
-
-
-@pytest.fixture(params=VARIANTS)
-def emu(request, monkeypatch, emu_cache):
-    shim = _start(monkeypatch, emu_cache, request.param)
-    yield shim
-    shim.check_guards()
-
-
-@pytest.fixture
-def emu_ieee(monkeypatch, emu_cache):
-    shim = _start(monkeypatch, emu_cache)
-    yield shim
-    shim.check_guards()
 
 
 # ---- every conv.cu kernel against its twin ----------------------------------------------------------------------
@@ -150,7 +124,7 @@ BARRIER = [c for c in CASES if c[0] in ("pixel_nll_grad-lik2-3x2x300", "pixel_fi
 @pytest.mark.parametrize("mode,reverse", [("fibers", True), ("threads", False)], ids=["reverse-turns", "free-threads"])
 @pytest.mark.parametrize("name,make,checks", [c[1:] for c in BARRIER], ids=[c[0] for c in BARRIER])
 def test_barrier_kernels_in_other_thread_orders(monkeypatch, emu_cache, name, make, checks, mode, reverse):
-    shim = _start(monkeypatch, emu_cache, mode=mode, reverse=reverse)
+    shim = start(monkeypatch, emu_cache, mode=mode, reverse=reverse)
     _check(*_both(shim, name, *make()), name, checks)
 
 
@@ -190,7 +164,7 @@ BROKEN = {
 @pytest.mark.parametrize("control", list(BROKEN))
 def test_negative_control_is_caught(monkeypatch, emu_cache, control):
     code, case_id, exc, message = BROKEN[control]
-    shim = _start(monkeypatch, emu_cache, conv_code=code)
+    shim = start(monkeypatch, emu_cache, conv_code=code)
     _, name, make, checks = _case(case_id)
     with pytest.raises(exc, match=message):
         _check(*_both(shim, name, *make()), name, checks)
@@ -227,9 +201,9 @@ def test_conv_step_equals_twin_engine(emu_ieee, arch, graph, binarize):
 
 
 def test_conv_step_fma_ftz_equals_twin_engine(monkeypatch, emu_cache):
-    if _no_fma:
-        pytest.skip(_no_fma)
-    _start(monkeypatch, emu_cache, "fma-ftz")
+    if why := build.fma_ftz_supported():
+        pytest.skip(why)
+    start(monkeypatch, emu_cache, "fma-ftz")
     a = ARCHES["logistic"]
     _close(_run("cuda", a, _data(a), 4, 2, graph=True), _run("twin", a, _data(a), 4, 2))
 
@@ -256,7 +230,7 @@ def test_conv_kernels_are_loaded_once(emu_ieee):
 
 def test_conv_compile_failure_surfaces_when_the_step_is_built(monkeypatch, emu_cache):
     """A conv.cu that does not compile fails in ConvDeviceStep's constructor, where the trainer falls back."""
-    shim = _start(monkeypatch, emu_cache, conv_code=_broken("    dst[i] = src[idx[i]];", "    dst[i] = no_such(i);"))
+    shim = start(monkeypatch, emu_cache, conv_code=_broken("    dst[i] = src[idx[i]];", "    dst[i] = no_such(i);"))
     a = ARCHES["bernoulli"]
     with pytest.raises(shim.CompileException):
         ConvDeviceStep(a, *(shim.zeros(a.layout().size, np.float32) for _ in range(4)), shim.zeros((8, a.in_dim), np.float32))

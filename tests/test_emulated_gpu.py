@@ -20,33 +20,9 @@ from cuvae.backends.gpu_step import DeviceStep
 from cuvae.backends.kernels import KERNELS, source
 from cuvae.nn.model import VAE, Arch
 from cuvae.nn.ops import NumpyOps
-from emulated_gpu import build, install
+from emulated_gpu import build, start
 
 pytestmark = pytest.mark.skipif(build.compiler() is None, reason="needs a C++ compiler (g++) to build the emulated GPU")
-
-_no_fma = build.fma_ftz_supported()
-VARIANTS = ["ieee", pytest.param("fma-ftz", marks=pytest.mark.skipif(_no_fma is not None, reason=_no_fma or ""))]
-
-
-def _start(monkeypatch, emu_cache, variant="ieee", mode="fibers", code=None, reverse=False):
-    shim, cuda_ops = install(monkeypatch, emu_cache, variant, mode, reverse)
-    if code is not None:
-        monkeypatch.setattr(cuda_ops, "source", lambda: code)
-    return shim
-
-
-@pytest.fixture(params=VARIANTS)
-def emu(request, monkeypatch, emu_cache):
-    shim = _start(monkeypatch, emu_cache, request.param)
-    yield shim
-    shim.check_guards()
-
-
-@pytest.fixture
-def emu_ieee(monkeypatch, emu_cache):
-    shim = _start(monkeypatch, emu_cache)
-    yield shim
-    shim.check_guards()
 
 
 # ---- every kernel against its twin ------------------------------------------------------------------------
@@ -161,13 +137,13 @@ BARRIER_CASES = [p for p in GPU_KERNEL_CASES if p.id.split("-")[0] in ("recon_fw
 @pytest.mark.parametrize("fn,kwargs", BARRIER_CASES)
 def test_barrier_kernels_with_threads_taking_turns_in_reverse(monkeypatch, emu_cache, fn, kwargs):
     """Reverse order finds a missing barrier where a thread reads a lower thread's write (forward: a higher's)."""
-    fn(_start(monkeypatch, emu_cache, reverse=True), **kwargs)
+    fn(start(monkeypatch, emu_cache, reverse=True), **kwargs)
 
 
 @pytest.mark.parametrize("name,make,checks", BARRIER_SMALL, ids=[b[0] for b in BARRIER_SMALL])
 def test_barrier_kernels_on_free_running_threads(monkeypatch, emu_cache, name, make, checks):
     """The barrier kernels with one std::thread per CUDA thread, all at once (std::barrier): the same results."""
-    shim = _start(monkeypatch, emu_cache, mode="threads")
+    shim = start(monkeypatch, emu_cache, mode="threads")
     test_kernel_matches_twin_at_edge_sizes(shim, name, make, checks)
 
 
@@ -225,9 +201,9 @@ def test_device_step_equals_twin_engine(emu_ieee, k, binarize, graph):
 
 
 def test_device_step_fma_ftz_equals_twin_engine(monkeypatch, emu_cache):
-    if _no_fma:
-        pytest.skip(_no_fma)
-    _start(monkeypatch, emu_cache, "fma-ftz")
+    if why := build.fma_ftz_supported():
+        pytest.skip(why)
+    start(monkeypatch, emu_cache, "fma-ftz")
     _close(_run("cuda", SMALL, DATA, 16, 2, k=2, graph=True, binarize=True),
            _run("twin", SMALL, DATA, 16, 2, k=2, binarize=True))
 
@@ -286,7 +262,7 @@ def test_kernels_are_loaded_once(emu_ieee):
 
 def test_compile_failure_surfaces_when_the_step_is_built(monkeypatch, emu_cache):
     """CuPy compiles on first use; DeviceStep compiles every kernel in __init__, where the trainer falls back."""
-    shim = _start(monkeypatch, emu_cache, code=_broken("    out[i] = philox4x32_10(", "    out[i] = no_such_function("))
+    shim = start(monkeypatch, emu_cache, code=_broken("    out[i] = philox4x32_10(", "    out[i] = no_such_function("))
     with pytest.raises(shim.CompileException):
         DeviceStep(SMALL, *(shim.zeros(SMALL.layout().size, np.float32) for _ in range(4)), shim.zeros((8, 20), np.float32))
 
@@ -395,7 +371,7 @@ CONTROLS = [(n, "fibers") for n in BROKEN] + [(n, "threads") for n in ("divergen
 @pytest.mark.parametrize("name,mode", CONTROLS, ids=[f"{n}-{m}" for n, m in CONTROLS])
 def test_negative_control_is_caught(monkeypatch, emu_cache, name, mode):
     code, case, exc, message = BROKEN[name]
-    shim = _start(monkeypatch, emu_cache, mode=mode, code=code)
+    shim = start(monkeypatch, emu_cache, mode=mode, code=code)
     fn, kwargs = _gpu_case(case)
     with pytest.raises(exc, match=message):
         fn(shim, **kwargs)

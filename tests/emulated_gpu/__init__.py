@@ -31,3 +31,16 @@ def install(monkeypatch, cache, variant="ieee", mode="fibers", reverse=False):
     # CublasGemm's own search would also find a real libcublas a GPU test loaded earlier: use ours
     monkeypatch.setattr(cuda_ops, "find_cublas", lambda: [str(cublas_path)])
     return cupy_shim, cuda_ops
+
+
+def start(monkeypatch, cache, variant="ieee", mode="fibers", code=None, conv_code=None, reverse=False):
+    """:func:`install`, with step.cu (``code``) or conv.cu (``conv_code``) replaced by the given source
+    (negative controls, compile failures); returns the shim."""
+    shim, cuda_ops = install(monkeypatch, cache, variant, mode, reverse)
+    if code is not None:
+        monkeypatch.setattr(cuda_ops, "source", lambda: code)
+    if conv_code is not None:
+        import cuvae.backends.cuda_conv_ops as cuda_conv_ops
+
+        monkeypatch.setattr(cuda_conv_ops, "conv_source", lambda: conv_code)
+    return shim
