@@ -170,6 +170,20 @@ def child_main(job: TrainJob, conn) -> None:
         conn.close()
 
 
+def lower_priority(niceness: int) -> None:
+    """Raise the calling thread's niceness to at least ``niceness`` (Linux keeps one per thread).
+
+    Measured (scripts/tui_overhead.py): niceness for the whole UI buys training nothing, since the UI's
+    share stays under its fair share anyway; at 19 the redraw stalled for seconds. Only the pictures and
+    diagnostics workers, whose results may wait, use it."""
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < niceness:
+            os.setpriority(os.PRIO_PROCESS, tid, niceness)
+    except (AttributeError, OSError):  # not Linux-like, or not allowed: the thread keeps its priority
+        pass
+
+
 def leave_cores_to_training() -> None:
     """One BLAS thread for the UI process's own maths (pictures, diagnostics): the cores are the child's,
     and a second BLAS pool spinning beside the trainer's slows its every product."""

@@ -8,7 +8,6 @@ them to the run's step buffer, which the app's redraw timer drains (at most REDR
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -23,7 +22,7 @@ from cuvae.errors import CuvaeError
 from .diagnostics import IwaeBudget, data_protocol, diagnose
 from .messages import Diagnosed, Epoch, Failed, Finished, Info, Pictures, Ready, Started
 from .session import ViewModel, open_run
-from .training import TrainingProcess, start_resource_tracker
+from .training import TrainingProcess, lower_priority, start_resource_tracker
 
 RECON, SAMPLES = 8, 16
 
@@ -34,10 +33,7 @@ def one_line(err: Exception) -> str:
 
 def background_priority() -> None:
     """Let the training child (and the UI thread) have the cores first: this thread is niced."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):
-        pass
+    lower_priority(10)
 
 
 class Workers:
@@ -73,13 +69,17 @@ class Workers:
         with self._lock:
             if self._stopped_gen >= gen:  # stopped before it started
                 return
-            self._trainer = process
-            try:
-                process.start()
-            except Exception as err:  # noqa: BLE001
-                self._trainer = None
-                post(Failed(f"could not start the training process: {one_line(err)}", gen))
-                return
+            self._trainer = process  # a stop from now on reaches the child: it reads the command once up
+        # Started outside the lock: spawning sends the job (the whole training set) down a pipe, which
+        # takes seconds on a large set, and the UI thread reads self.trainer on every redraw tick.
+        try:
+            process.start()
+        except Exception as err:  # noqa: BLE001
+            with self._lock:
+                if self._trainer is process:
+                    self._trainer = None
+            post(Failed(f"could not start the training process: {one_line(err)}", gen))
+            return
         ended = False
         for kind, *payload in process.messages():
             if kind == "event":
