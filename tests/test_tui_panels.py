@@ -239,3 +239,47 @@ def test_training_child_stops_when_the_ui_is_gone(tmp_path):
     process.process.join(30)
     assert process.exitcode == 0
     assert load_checkpoint(prepared.run_dir).epoch >= 1
+
+
+def test_binned_train_curve_keeps_its_shape_and_is_short():
+    from cuvae_tui.widgets.loss_plot import binned
+
+    steps = [(i / 100, 200 - i / 10, 150 - i / 20, 10 + i / 1000) for i in range(2000)]
+    b = binned(steps, 100)
+    assert len(b) == 100
+    assert [s[0] for s in b] == sorted(s[0] for s in b)
+    assert steps[0][0] <= b[0][0] and b[-1][0] <= steps[-1][0]
+    for col in range(1, 4):  # equal bins of equal counts: the mean of the bin means is the mean
+        assert np.mean([s[col] for s in b]) == pytest.approx(np.mean([s[col] for s in steps]), rel=1e-3)
+    assert b[0][1] == pytest.approx(np.mean([s[1] for s in steps[:20]]), rel=1e-6)  # each bin averages its steps
+    assert binned(steps[:50], 100) == steps[:50]  # short curves are drawn as they are
+
+
+@sync
+async def test_ui_stays_responsive_while_the_training_child_starts(tmp_path, monkeypatch, offline):  # noqa: F811
+    """Spawning sends the job, the whole training set, down a pipe (seconds on full MNIST): it must not
+    happen under the lock the redraw tick takes to read app.trainer."""
+    import threading
+
+    from cuvae_tui import training, workers
+
+    entered, release = threading.Event(), threading.Event()
+    real_start = training.TrainingProcess.start
+
+    def slow_start(self):
+        entered.set()
+        assert release.wait(30)
+        real_start(self)
+
+    monkeypatch.setattr(workers.TrainingProcess, "start", slow_start)
+    app = make_app(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "1"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, entered.is_set, what="the child's start")
+        t0 = time.monotonic()
+        await pilot.pause(0.5)  # redraw ticks run meanwhile
+        assert app.trainer is not None and time.monotonic() - t0 < 5
+        assert app._lock.acquire(timeout=1)
+        app._lock.release()
+        release.set()
+        await wait_for(pilot, lambda: app.finished is not None, what="training to finish")
+        await pilot.press("q")

@@ -9,6 +9,7 @@ box's subtitle), and ``view`` switches between the fitted, logarithmic and recen
 
 from __future__ import annotations
 
+import numpy as np
 from textual_plotext import PlotextPlot
 
 VIEWS = ("fit", "log", "recent")
@@ -28,6 +29,23 @@ def _range(values: list[float]) -> tuple[float, float] | None:
     lo, hi = min(values), max(values)
     pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi) * 0.02, 0.5)
     return lo - pad, hi + pad
+
+
+def binned(steps: list[tuple], bins: int) -> list[tuple]:
+    """At most ``bins`` points: the mean of the steps in each of ``bins`` equal x intervals.
+
+    A chart shows about two braille dots a column, so more points draw nothing new, while plotext's
+    build grows with them (a 100x18 chart: 40 ms for 2,000 points, 11 ms for 200, measured), and
+    training pays for that CPU."""
+    if len(steps) <= bins:
+        return steps
+    a = np.asarray(steps, dtype=float)
+    x0, x1 = a[0, 0], a[-1, 0]
+    idx = np.minimum(((a[:, 0] - x0) * (bins / max(x1 - x0, 1e-12))).astype(int), bins - 1)
+    counts = np.bincount(idx, minlength=bins)
+    means = np.stack([np.bincount(idx, a[:, i], minlength=bins) for i in range(a.shape[1])], 1)
+    keep = counts > 0
+    return [tuple(row) for row in (means[keep] / counts[keep, None]).tolist()]
 
 
 class Curves:
@@ -67,6 +85,11 @@ class _Plot(PlotextPlot):
         self.curves, self.view = curves, "fit"
         self._version, self._cache = 0, None
 
+    @property
+    def bins(self) -> int:
+        """Train points worth drawing: two braille dots a column of the plotting area."""
+        return 2 * max(self.size.width, 40)
+
     def replot(self) -> None:
         plt = self.plt
         plt.clear_data()
@@ -88,6 +111,7 @@ class LossPlot(_Plot):
         c, log = self.curves, self.view == "log"
         x0 = c.window(self.view)
         steps = [(x, y) for x, y, _, _ in c.steps if x >= x0] or [(x, y) for x, y, _, _ in c.steps]
+        steps = binned(steps, self.bins)
         tests = [(m["epoch"], m["test_loss"]) for m in c.epochs if m["epoch"] >= x0] or \
                 [(m["epoch"], m["test_loss"]) for m in c.epochs]
         plt.xlabel("epoch")
@@ -106,7 +130,7 @@ class PartsPlot(_Plot):
     def draw(self, plt) -> None:
         c = self.curves
         x0 = c.window(self.view)
-        steps = [s for s in c.steps if s[0] >= x0] or c.steps
+        steps = binned([s for s in c.steps if s[0] >= x0] or c.steps, self.bins)
         tests = [m for m in c.epochs if m["epoch"] >= x0] or c.epochs
         plt.xlabel("epoch")
         if self.view == "log":
