@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from rich.text import Text
 from textual.reactive import reactive
+from textual.strip import Strip
 from textual.widget import Widget
 
 from ..digits import flow, flow_picture, fixed_picture, render_fixed, render_flow
@@ -32,6 +33,7 @@ class DigitGrid(Widget):
         self.shown = 0
         self.rows = slice(None)  # which rows of the grid are drawn (80x24 draws only the reconstructions)
         self._cache: tuple | None = None
+        self._strips: tuple | None = None  # (the text drawn, its lines as strips)
         self._image = None  # the textual-image child in pixel mode
 
     @property
@@ -93,6 +95,19 @@ class DigitGrid(Widget):
             self._image.image = picture
         w, h = picture.size
         self._image.styles.width, self._image.styles.height = w, (h + 1) // 2
+
+    def render_line(self, y: int) -> Strip:
+        """The rendered text's lines, converted to strips once per new text: Textual's own path turns the
+        text's thousands of one-cell styles into strips again on every refresh of the widget, which
+        was the UI's largest cost while training (about 20 ms a refresh, measured)."""
+        text = self.render()
+        if self._strips is None or self._strips[0] is not text:
+            console, base = self.app.console, self.visual_style.rich_style
+            lines = text.split("\n", allow_blank=True)
+            self._strips = (text, [Strip(line.render(console), line.cell_len).apply_style(base) for line in lines])
+        strips, width = self._strips[1], self.size.width
+        line = strips[y] if y < len(strips) else Strip.blank(width, self.visual_style.rich_style)
+        return line.crop_extend(0, width, self.visual_style.rich_style)
 
     def render(self) -> Text:
         if self.grid is None:
