@@ -193,6 +193,7 @@ def main():
     a = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(a.threads))
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # as importing cuvae sets it (before NumPy loads here)
     (bench_epoch if a.epoch else bench_layers)(a)
 
 
