@@ -10,6 +10,16 @@ from cuvae.nn import conv as R  # noqa: E402
 
 rng = np.random.default_rng(5)
 
+
+@pytest.fixture(params=["whole", "split"], autouse=True)
+def split(request, monkeypatch):
+    """Every case also with im2col/col2im cut into three parts run on the conv pool's threads."""
+    if request.param == "split":
+        from cuvae.backends import cpu_ops
+
+        monkeypatch.setattr(F, "SPLIT_MIN", 0)
+        monkeypatch.setattr(cpu_ops, "threads", lambda: 3)
+
 CONV_CASES = [  # (N, C, H, W, F, k, s, p): strides 1-2, paddings 0-2, kernels 1/3/4, odd sizes
     (2, 3, 5, 5, 4, 3, 1, 1),
     (2, 2, 7, 6, 3, 3, 2, 1),

@@ -26,9 +26,13 @@ per call except the repacking views.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from numba import njit, prange
 
+from cuvae.backends import cpu_ops
 from cuvae.backends.cpu_ops import _JIT
 
 SUM_BLOCKS = 16  # row blocks for column sums: partial sums per block, then one small add
@@ -38,11 +42,11 @@ SUM_BLOCKS = 16  # row blocks for column sums: partial sums per block, then one 
 CHUNK_FLOATS = 1 << 18
 
 
-# Serial kernels, like NumbaOps' below its PARALLEL_MIN: BLAS keeps its threads spinning after each
-# product, and on two cores numba's OpenMP pool and OpenBLAS's then fight for them. Measured on the
-# 2-core machine, batch 100, 2 threads (scripts/bench_conv.py conditions, same run): a conv-VAE step
-# took 1450-4550 ms with these kernels parallel and 560-890 ms with them serial.
-# The loops are written with prange, so PARALLEL = True is all a many-core machine would change.
+# numba-serial kernels, like NumbaOps' below its PARALLEL_MIN: numba's OpenMP pool spins after each
+# loop, and on two cores it and OpenBLAS's threads then fight for them. Measured on the 2-core machine,
+# batch 100, 2 threads (scripts/bench_conv.py conditions, same run): a conv-VAE step took 1450-4550 ms
+# with these kernels parallel and 560-890 ms with them serial. im2col and col2im, the large ones, are
+# spread over the cores by _split below instead.
 PARALLEL = False
 
 
@@ -52,10 +56,37 @@ def _kernel(fn):
     return njit(parallel=PARALLEL, **_JIT)(fn)
 
 
+# ---- im2col and col2im on every core, without numba's thread pool -------------------------------
+# They are about a quarter of a conv step, and ran on one core while the other waited. numba's parallel
+# loops would use it, but its OpenMP threads spin after each loop, into the next product (measured: a
+# col2im then a product took longer parallel than serial). So these two kernels take a range [t0, t1)
+# of their outer tasks, and :func:`_split` hands the other threads' shares to plain threads that sleep
+# between calls (the kernels release the GIL). OpenBLAS's workers sleep between products too: cuvae sets
+# OPENBLAS_THREAD_TIMEOUT (see cuvae/__init__.py), or they would spin on the same cores.
+SPLIT_MIN = 1 << 15  # values a call writes; below this a hand-off (~20 us) costs more than it saves
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process it belongs to, the pool)
+
+
+def _split(kernel, tasks: int, work: int, *args) -> None:
+    """kernel(t0, t1, *args) over [0, tasks), in as many parts as the CPU backend has threads."""
+    global _pool
+    n = min(cpu_ops.threads(), tasks) if work >= SPLIT_MIN else 1
+    if n <= 1:
+        kernel(0, tasks, *args)
+        return
+    if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < n - 1:
+        _pool = (os.getpid(), ThreadPoolExecutor(n - 1, thread_name_prefix="cuvae-conv"))  # a forked child's own
+    bounds = [tasks * i // n for i in range(n + 1)]
+    parts = [_pool[1].submit(kernel, bounds[i], bounds[i + 1], *args) for i in range(1, n)]
+    kernel(bounds[0], bounds[1], *args)
+    for part in parts:
+        part.result()
+
+
 # ---- im2col: windows of an (N, H, W, C) view -> rows (n, i, j), columns (u, v, c) ----------------
-def _im2col(x, k, s, p, Ho, Wo, cols, zero):
+def _im2col(t0, t1, x, k, s, p, Ho, Wo, cols, zero):
     N, H, W, C = x.shape
-    for t in prange(N * Ho):
+    for t in range(t0, t1):  # t = n * Ho + i
         n = t // Ho
         i = t - n * Ho
         for j in range(Wo):
@@ -80,9 +111,9 @@ def _im2col(x, k, s, p, Ho, Wo, cols, zero):
 # mode 0: out = sum; 1: sum + bias; 2: relu(sum + bias); 3: out = sum * (mask > 0), and the masked
 # values' column sums per (n, h) row go to partial (the bias gradient of the layer below).
 # Arguments a mode does not use are dummies of the right type.
-def _col2im(cols, k, s, p, Ho, Wo, bias, mode, mask, out, partial, zero):
+def _col2im(t0, t1, cols, k, s, p, Ho, Wo, bias, mode, mask, out, partial, zero):
     N, H, W, C = out.shape
-    for t in prange(N * H):
+    for t in range(t0, t1):  # t = n * H + h
         n = t // H
         h = t - n * H
         for w in range(W):
@@ -162,7 +193,7 @@ def unpack_weight(Wm, out):
 # ---- thin wrappers (shapes in, kernels chosen by size) -------------------------------------------
 def im2col(x4, k, s, p, Ho, Wo, cols):
     """x4: (N, H, W, C), any strides (an NCHW array's ``transpose(0, 2, 3, 1)`` works)."""
-    _IM2COL(x4, k, s, p, Ho, Wo, cols, cols.dtype.type(0))
+    _split(_IM2COL, x4.shape[0] * Ho, cols.size, x4, k, s, p, Ho, Wo, cols, cols.dtype.type(0))
     return cols
 
 
@@ -178,9 +209,9 @@ def col2im(cols, k, s, p, Ho, Wo, out4, bias=None, relu=False, mask4=None, parti
             raise ValueError("col2im: relu needs a bias")
         mode = 0
     dummy_rows = cols[0]  # 1-D, the right dtype: stands in for an unused bias
-    _COL2IM(cols, k, s, p, Ho, Wo, dummy_rows if bias is None else bias, mode,
-                            out4 if mask4 is None else mask4, out4, cols if partial is None else partial,
-                            out4.dtype.type(0))
+    _split(_COL2IM, out4.shape[0] * out4.shape[1], out4.size, cols, k, s, p, Ho, Wo,
+           dummy_rows if bias is None else bias, mode, out4 if mask4 is None else mask4, out4,
+           cols if partial is None else partial, out4.dtype.type(0))
     return out4
 
 
