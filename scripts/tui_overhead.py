@@ -91,7 +91,7 @@ async def ui_turn_async(args, runs: Path, epochs: int) -> dict:
         # plain sleeps, not pilot.pause: the pilot's idle waits would be counted as UI work
         while app.finished is None:
             assert app.error is None, app.error
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # this loop runs on the UI's thread: poll gently
             trainer = app.trainer
             try:
                 now = cpu_seconds(f"/proc/{trainer.process.pid}/stat") if trainer and trainer.process.pid else None
@@ -113,10 +113,11 @@ async def ui_turn_async(args, runs: Path, epochs: int) -> dict:
 
 
 def ui_turn(args, runs: Path, epochs: int) -> dict:
-    from threadpoolctl import threadpool_limits
+    """As cuvae-tui's entry point does it: leave_cores_to_training (one BLAS thread here), then the app."""
+    from cuvae_tui.training import leave_cores_to_training
 
-    with threadpool_limits(1, user_api="blas"):  # as cuvae-tui's entry point sets it
-        return asyncio.run(ui_turn_async(args, runs, epochs))
+    leave_cores_to_training()
+    return asyncio.run(ui_turn_async(args, runs, epochs))
 
 
 def common(args) -> list[str]:

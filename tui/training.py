@@ -187,6 +187,7 @@ def lower_priority(niceness: int) -> None:
 def leave_cores_to_training() -> None:
     """One BLAS thread for the UI process's own maths (pictures, diagnostics): the cores are the child's,
     and a second BLAS pool spinning beside the trainer's slows its every product."""
+    import numpy  # noqa: F401 - loaded first: threadpoolctl limits only the BLAS libraries already loaded
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")

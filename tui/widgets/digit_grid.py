@@ -97,17 +97,17 @@ class DigitGrid(Widget):
         self._image.styles.width, self._image.styles.height = w, (h + 1) // 2
 
     def render_line(self, y: int) -> Strip:
-        """The rendered text's lines, converted to strips once per new text: Textual's own path turns the
-        text's thousands of one-cell styles into strips again on every refresh of the widget, which
-        was the UI's largest cost while training (about 20 ms a refresh, measured)."""
-        text = self.render()
-        if self._strips is None or self._strips[0] is not text:
+        """The rendered text's lines, converted to strips once per new text and size: Textual's own path
+        turns the text's thousands of one-cell styles into strips again on every refresh of the widget,
+        which was the UI's largest cost while training (about 20 ms a refresh, measured)."""
+        text, width = self.render(), self.size.width
+        if self._strips is None or self._strips[0] is not text or self._strips[1] != width:
             console, base = self.app.console, self.visual_style.rich_style
-            lines = text.split("\n", allow_blank=True)
-            self._strips = (text, [Strip(line.render(console), line.cell_len).apply_style(base) for line in lines])
-        strips, width = self._strips[1], self.size.width
-        line = strips[y] if y < len(strips) else Strip.blank(width, self.visual_style.rich_style)
-        return line.crop_extend(0, width, self.visual_style.rich_style)
+            lines = [Strip(line.render(console), line.cell_len).apply_style(base).crop_extend(0, width, base)
+                     for line in text.split("\n", allow_blank=True)]
+            self._strips = (text, width, lines, Strip.blank(width, base))
+        _, _, lines, blank = self._strips
+        return lines[y] if y < len(lines) else blank
 
     def render(self) -> Text:
         if self.grid is None:
