@@ -283,3 +283,23 @@ async def test_ui_stays_responsive_while_the_training_child_starts(tmp_path, mon
         release.set()
         await wait_for(pilot, lambda: app.finished is not None, what="training to finish")
         await pilot.press("q")
+
+
+def test_train_curve_is_the_recent_mean_not_the_epochs_running_mean():
+    """StepMetrics carry running means over the epoch so far; drawn as they come they are flat within an
+    epoch (stairs). The curve gets the mean of the steps since the previous report instead."""
+    from cuvae_tui.widgets.loss_plot import Curves
+
+    per_step = {e: 200 - 20 * e - np.arange(1, 601) * 0.05 for e in (1, 2)}  # falling within each epoch
+    c = Curves()
+    for e in (1, 2):
+        for s in range(50, 601, 50):
+            run = per_step[e][:s].mean()
+            c.add_report(e, s, 600, run, run - 10, 10.0)
+    assert len(c.steps) == 24
+    for k, (x, loss, recon, kl) in enumerate(c.steps):
+        e, s = divmod(k, 12)
+        want = per_step[e + 1][50 * s:50 * s + 50].mean()
+        assert loss == pytest.approx(want) and recon == pytest.approx(want - 10) and kl == pytest.approx(10.0)
+        assert x == pytest.approx(e + (50 * s + 25) / 600)
+    assert c.steps[11][1] < c.steps[0][1] - 20  # it falls within an epoch, where the running mean lags

@@ -293,7 +293,7 @@ class CuvaeApp(Workers, App):
         e, fields = None, {"elapsed": format_elapsed(self.elapsed)}
         while self.steps:
             e = self.steps.popleft()
-            self.curves.add_step(e.epoch - 1 + e.step / e.steps_per_epoch, e.loss, e.recon, e.kl)
+            self.curves.add_report(e.epoch, e.step, e.steps_per_epoch, e.loss, e.recon, e.kl)
         if e is not None and not self.closing:
             self.charts.changed()
             fields.update(epoch=f"{e.epoch}/{self.epochs_total} {100 * e.step // e.steps_per_epoch}%",

@@ -54,11 +54,23 @@ class Curves:
     def __init__(self) -> None:
         self.steps: list[tuple[float, float, float, float]] = []  # (epoch as a float, loss, recon, kl)
         self.epochs: list[dict] = []
+        self._last: tuple | None = None  # the last report: (epoch, step, its running means)
 
     def reset(self, history: list[dict]) -> None:
+        self._last = None
         self.epochs = list(history)
         self.steps = [(float(m["epoch"]), float(m["train_loss"]), float(m.get("train_recon", m["train_loss"])),
                        float(m.get("train_kl", 0.0))) for m in history]
+
+    def add_report(self, epoch: int, step: int, steps_per_epoch: int, loss: float, recon: float, kl: float) -> None:
+        """A StepMetrics report, whose figures are running means over the epoch so far, drawn as the mean
+        of the steps since the previous report (at the middle of those steps): plotted as they come, the
+        running means stay flat within each epoch and the curve is a staircase."""
+        last = self._last if self._last and self._last[0] == epoch and self._last[1] < step else (epoch, 0, 0.0, 0.0, 0.0)
+        n0 = last[1]
+        recent = [(v * step - u * n0) / (step - n0) for v, u in zip((loss, recon, kl), last[2:])]
+        self._last = (epoch, step, loss, recon, kl)
+        self.add_step(epoch - 1 + (n0 + step) / 2 / steps_per_epoch, *recent)
 
     def add_step(self, x: float, loss: float, recon: float, kl: float) -> None:
         if self.steps and x <= self.steps[-1][0]:
