@@ -1,5 +1,8 @@
 """The fused NHWC conv layers of cuvae.backends.cpu_conv against the NCHW reference ops of cuvae.nn.conv."""
 
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -125,3 +128,34 @@ def test_mask_colsum_and_weight_packing():
     Wm = F.pack_weight(W, np.empty((4, 12)))
     assert Wm[1, (1 * 2 + 0) * 3 + 2] == W[1, 2, 1, 0]
     np.testing.assert_array_equal(F.unpack_weight(Wm, np.empty_like(W)), W)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_split_pool_works_in_a_forked_child(split):
+    """A forked child inherits the pool object but not its threads: it must make its own, not wait forever."""
+    from cuvae.backends import cpu_ops
+
+    if cpu_ops.threads() < 2:
+        pytest.skip("one thread: nothing is split")
+    x = rng.normal(size=(100, 16, 16, 32)).astype(np.float32)
+    cols = np.empty((100 * 64, 512), np.float32)
+    F.im2col(x, 4, 2, 1, 8, 8, cols)  # the parent's pool now exists (with SPLIT_MIN at its default: large work)
+    want = cols.copy()
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only if its split im2col finished and is right
+        try:
+            out = np.full_like(cols, np.nan)
+            F.im2col(x, 4, 2, 1, 8, 8, out)
+            os._exit(0 if np.array_equal(out, want) else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's split im2col hung")
