@@ -47,6 +47,7 @@ def time_cuvae_conv(x_dev, arch, batch, graph=True, tf32=False, rounds=2, engine
     from bench import epoch_plan
 
     from cuvae.backends.gpu_conv_step import ConvDeviceStep
+    from cuvae.backends.selftest import time_captured_step
     from cuvae.nn.conv_model import ConvVAE
     from cuvae.nn.ops import NumpyOps
 
@@ -63,22 +64,7 @@ def time_cuvae_conv(x_dev, arch, batch, graph=True, tf32=False, rounds=2, engine
     notes = []
     st = ConvDeviceStep(arch, p, g, m, v, data[: steps * batch], lr=1e-3, engine=engine, graph=graph, tf32=tf32,
                         log=notes.append)
-    best = float("inf")
-    try:
-        for epoch in range(1, rounds + 2):
-            device_sync()
-            st.start_epoch(epoch, np.ones(steps, np.float32), (epoch - 1) * steps)
-            st.step(batch)
-            st.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(steps - 1):
-                st.step(batch)
-            sums = st.read_sums()
-            if epoch > 1:
-                best = min(best, (time.perf_counter() - t0) * 1e3 / (steps - 1))
-        kind = st.gemm_kind + (", graph" if st.use_graph else ", no graph")
-    finally:
-        st.close()
+    best, sums, kind = time_captured_step(st, steps, batch, rounds=rounds, before_epoch=device_sync)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if not np.isfinite(sums).all():

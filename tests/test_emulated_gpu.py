@@ -21,6 +21,7 @@ from cuvae.backends.kernels import KERNELS, source
 from cuvae.nn.model import VAE, Arch
 from cuvae.nn.ops import NumpyOps
 from emulated_gpu import build, start
+from step_runs import run_epochs
 
 pytestmark = pytest.mark.skipif(build.compiler() is None, reason="needs a C++ compiler (g++) to build the emulated GPU")
 
@@ -159,7 +160,6 @@ def test_gpu_step_test_on_emulated_device(emu, arch):
 def _run(engine, arch, data, batch, epochs, *, k=1, graph=False, binarize=False, p0=None, state=None, first_epoch=1):
     """Whole epochs through DeviceStep; returns (per-step losses, params, m, v, the step) on the host."""
     xp = np if engine == "twin" else __import__("cupy")
-    host = lambda a: a if xp is np else xp.asnumpy(a)  # noqa: E731
     if p0 is None:
         p0 = np.tile(VAE(arch, NumpyOps(), np.float32).initial_params("pytorch", 3), k)
     p = xp.asarray(p0.copy())
@@ -167,18 +167,7 @@ def _run(engine, arch, data, batch, epochs, *, k=1, graph=False, binarize=False,
     g = xp.zeros_like(p)
     st = DeviceStep(arch, p, g, m, v, xp.asarray(data), k=k, seed=11, lr=1e-2, engine=engine, graph=graph,
                     binarize=binarize)
-    n = data.shape[0]
-    steps = -(-n // batch)
-    losses = []
-    for epoch in range(first_epoch, first_epoch + epochs):
-        st.start_epoch(epoch, np.linspace(0.5, 1.0, steps).astype(np.float32), (epoch - 1) * steps)
-        for s in range(0, n, batch):
-            st.step(min(batch, n - s))
-            losses.append(host(st.loss).copy())
-    st.synchronize()
-    out = np.array(losses), host(p).copy(), host(m).copy(), host(v).copy(), st
-    st.close()
-    return out
+    return run_epochs(st, xp, p, m, v, data.shape[0], batch, epochs, first_epoch)
 
 
 def _close(a, b):

@@ -10,6 +10,7 @@ from cuvae.backends.gpu_conv_step import ConvDeviceStep, pack_index
 from cuvae.nn.conv_model import ConvArch, ConvVAE
 from cuvae.nn.ops import NumpyOps
 from cuvae.nn.optim import Adam
+from step_runs import run_epochs
 
 ARCHES = [ConvArch(image_shape=(1, 8, 8), channels=(2, 3), latent=2, likelihood="bernoulli"),
           ConvArch(image_shape=(1, 8, 8), channels=(2, 3), latent=2, likelihood="gaussian", kind="ae"),
@@ -108,24 +109,12 @@ def test_resumed_conv_step_replays_the_uninterrupted_run():
 def run_conv_epochs(engine, arch, data, batch, epochs, *, graph=False, binarize=False):
     """Whole epochs through ConvDeviceStep; returns (per-step losses, params, m, v, the step) on the host."""
     xp = np if engine == "twin" else __import__("cupy")
-    host = (lambda a: a) if xp is np else xp.asnumpy
     p0 = ConvVAE(arch, NumpyOps(), np.float32).initial_params("pytorch", 3)
     p = xp.asarray(p0)
     g, m, v = xp.zeros_like(p), xp.zeros_like(p), xp.zeros_like(p)
     st = ConvDeviceStep(arch, p, g, m, v, xp.asarray(data), seed=11, lr=1e-2, engine=engine, graph=graph,
                         binarize=binarize)
-    n = data.shape[0]
-    steps = -(-n // batch)
-    losses = []
-    for epoch in range(1, epochs + 1):
-        st.start_epoch(epoch, np.linspace(0.5, 1.0, steps).astype(np.float32), (epoch - 1) * steps)
-        for s in range(0, n, batch):
-            st.step(min(batch, n - s))
-            losses.append(host(st.loss).copy())
-    st.synchronize()
-    out = np.array(losses), host(p).copy(), host(m).copy(), host(v).copy(), st
-    st.close()
-    return out
+    return run_epochs(st, xp, p, m, v, data.shape[0], batch, epochs)
 
 
 def assert_same_run(a, b):

@@ -64,7 +64,7 @@ def _kernel(fn):
 # between calls (the kernels release the GIL). OpenBLAS's workers sleep between products too: cuvae sets
 # OPENBLAS_THREAD_TIMEOUT (see cuvae/__init__.py), or they would spin on the same cores.
 SPLIT_MIN = 1 << 15  # values a call writes; below this a hand-off (~20 us) costs more than it saves
-_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process it belongs to, the pool)
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (the process it belongs to, its threads, the pool)
 
 
 def _split(kernel, tasks: int, work: int, *args) -> None:
@@ -74,10 +74,10 @@ def _split(kernel, tasks: int, work: int, *args) -> None:
     if n <= 1:
         kernel(0, tasks, *args)
         return
-    if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < n - 1:
-        _pool = (os.getpid(), ThreadPoolExecutor(n - 1, thread_name_prefix="cuvae-conv"))  # a forked child's own
+    if _pool is None or _pool[0] != os.getpid() or _pool[1] < n - 1:  # a forked child makes its own
+        _pool = (os.getpid(), n - 1, ThreadPoolExecutor(n - 1, thread_name_prefix="cuvae-conv"))
     bounds = [tasks * i // n for i in range(n + 1)]
-    parts = [_pool[1].submit(kernel, bounds[i], bounds[i + 1], *args) for i in range(1, n)]
+    parts = [_pool[2].submit(kernel, bounds[i], bounds[i + 1], *args) for i in range(1, n)]
     kernel(bounds[0], bounds[1], *args)
     for part in parts:
         part.result()

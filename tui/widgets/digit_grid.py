@@ -111,7 +111,8 @@ class DigitGrid(Widget):
 
     def render(self) -> Text:
         if self.grid is None:
-            self.call_later(self._sync_image, None)
+            if self._image is not None:  # render runs for every line drawn: schedule the removal once
+                self.call_later(self._sync_image, None)
             return Text(self.placeholder, style="dim")
         key = (self.version, self.protocol, self.size.width, self.size.height, self.start, self.zoom, self.rows)
         if self._cache is None or self._cache[0] != key:
