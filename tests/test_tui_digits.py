@@ -56,8 +56,40 @@ def test_a_digit_keeps_its_true_resolution():
     img = np.random.default_rng(2).random((28, 28)).astype(np.float32)
     lines = digits.halfblock_lines(img, 28)
     assert len(lines) == 14 and all(len(t.plain) == 28 for t in lines)
-    top = lines[3].spans[5].style.color.triplet[0]
+    top = cell_style(lines[3], 5).color.triplet[0]
     assert top == int(np.clip(img[6, 5] * 255 + 0.5, 0, 255))
+
+
+def cell_style(text, i):
+    """The style of the i-th cell of a text line (equal neighbouring cells share one span)."""
+    (span,) = [s for s in text.spans if s.start <= i < s.end]
+    return span.style
+
+
+def test_equal_cells_share_a_run_and_gaps_are_plain_spaces():
+    """A digit's black margin is one run, not a style per cell; the gap between two digits is spaces."""
+    img = np.zeros((2, 6), np.float32)
+    img[:, 2:4] = 1.0
+    (row,) = digits.halfblock_rows(img)
+    assert [(len(chars), style.color.triplet[0]) for chars, style in row] == [(2, 0), (2, 255), (2, 0)]
+    canvas = np.full((2, 5), np.nan, np.float32)
+    canvas[:, :2] = canvas[:, 3:] = 0.5
+    (row,) = digits.halfblock_rows(canvas)
+    assert [chars for chars, _ in row] == [digits.HALF * 2, " ", digits.HALF * 2] and row[1][1] is None
+    (row,) = digits.ascii_rows(canvas)
+    assert row[0][0][2] == " " and row[0][0][0] != " "
+
+
+def test_the_text_and_the_picture_share_one_layout():
+    """Every cell the text draws as a digit is a digit pixel of the picture, every gap a gap."""
+    grid = np.random.default_rng(4).random((2, 3, 7, 7)).astype(np.float32)
+    f = digits.flow(2, 3, 40, 20, 7)
+    canvas = digits.flow_canvas(grid, f)
+    text, _ = digits.render_flow(grid, 40, 20)
+    lines = text.plain.split("\n")
+    assert len(lines) == canvas.shape[0] // 2 and {len(s) for s in lines} == {canvas.shape[1]}
+    gaps = np.isnan(canvas[0::2])
+    assert all((ch == " ") == gap for line, row in zip(lines, gaps) for ch, gap in zip(line, row))
 
 
 @pytest.mark.parametrize("width,height,size,per_line,lines", [

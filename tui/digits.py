@@ -38,11 +38,16 @@ def _pairs(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return image[0::2], image[1::2]
 
 
-def ascii_lines(image: np.ndarray, px: int = 28) -> list[str]:
-    """One digit as ``ceil(px/2)`` strings of ``px`` ramp characters."""
-    top, bottom = _pairs(resize(image, px))
-    level = np.clip(((top + bottom) / 2 * len(RAMP)).astype(int), 0, len(RAMP) - 1)
-    return ["".join(RAMP[v] for v in row) for row in level]
+# ---- a picture as text rows of runs --------------------------------------------------------------
+# A text row is a list of runs, (characters, Style or None for the widget's own): equal neighbouring
+# cells share one run, so a digit's black margins are one run and not a style per cell. Pixels that
+# are NaN are gaps between digits, drawn as spaces in the widget's own colours.
+Run = tuple[str, "Style | None"]
+
+
+def _levels(a: np.ndarray) -> np.ndarray:
+    """Pixels in [0, 1] as grey levels 0..255 (-1 for a gap)."""
+    return np.where(np.isnan(a), -1, np.clip(np.nan_to_num(a) * 255 + 0.5, 0, 255).astype(np.int32))
 
 
 @lru_cache(maxsize=4096)
@@ -50,24 +55,71 @@ def _half_style(top: int, bottom: int) -> Style:
     return Style.parse(f"rgb({top},{top},{top}) on rgb({bottom},{bottom},{bottom})")
 
 
+def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal values in a 1-D array."""
+    cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    bounds = [0, *cuts.tolist(), len(keys)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def halfblock_rows(canvas: np.ndarray) -> list[list[Run]]:
+    """Each text row: the top pixel as the foreground of ``▀``, the bottom one as its background."""
+    top, bottom = (_levels(a) for a in _pairs(canvas))
+    rows = []
+    for t, b in zip(top, bottom):
+        keys = t * 256 + b  # a gap is negative whatever the other half is
+        row = []
+        for s, e in _runs(keys):
+            if keys[s] < 0:
+                row.append((" " * (e - s), None))
+            else:
+                row.append((HALF * (e - s), _half_style(int(t[s]), int(b[s]))))
+        rows.append(row)
+    return rows
+
+
+def ascii_rows(canvas: np.ndarray) -> list[list[Run]]:
+    """Each text row: the mean of a cell's two pixels as a ramp character (gaps as spaces)."""
+    top, bottom = _pairs(canvas)
+    mean = (top + bottom) / 2
+    level = np.clip(np.nan_to_num(mean * len(RAMP)).astype(int), 0, len(RAMP) - 1)
+    chars = np.asarray(list(RAMP))[level]
+    chars[np.isnan(mean)] = " "
+    return [[("".join(row), None)] for row in chars]
+
+
+def text_rows(canvas: np.ndarray, mode: str) -> list[list[Run]]:
+    if mode == "ascii":
+        return ascii_rows(canvas)
+    if mode in ("halfblock", "pixels"):  # pixels falls back to half-blocks where drawn as text
+        return halfblock_rows(canvas)
+    raise ValueError(f"digit mode must be one of {MODES}, got {mode!r}")
+
+
+def as_text(rows: list[list[Run]]) -> Text:
+    """Text rows as one Rich text (rows joined by newlines)."""
+    out = Text(no_wrap=True, overflow="crop")
+    for i, row in enumerate(rows):
+        if i:
+            out.append("\n")
+        for chars, style in row:
+            out.append(chars, style)
+    return out
+
+
+# ---- one digit -----------------------------------------------------------------------------------
+def ascii_lines(image: np.ndarray, px: int = 28) -> list[str]:
+    """One digit as ``ceil(px/2)`` strings of ``px`` ramp characters."""
+    return [row[0][0] for row in ascii_rows(resize(image, px))]
+
+
 def halfblock_lines(image: np.ndarray, px: int = 28) -> list[Text]:
     """One digit as ``ceil(px/2)`` Rich texts of ``px`` grey ``▀`` cells."""
-    top, bottom = (np.clip(a * 255 + 0.5, 0, 255).astype(int) for a in _pairs(resize(image, px)))
-    lines = []
-    for t_row, b_row in zip(top, bottom):
-        line = Text()
-        for t, b in zip(t_row.tolist(), b_row.tolist()):
-            line.append(HALF, _half_style(t, b))
-        lines.append(line)
-    return lines
+    return [as_text([row]) for row in halfblock_rows(resize(image, px))]
 
 
 def digit_lines(image: np.ndarray, px: int, mode: str) -> list[Text]:
-    if mode == "ascii":
-        return [Text(s) for s in ascii_lines(image, px)]
-    if mode in ("halfblock", "pixels"):  # pixels falls back to half-blocks where drawn as text
-        return halfblock_lines(image, px)
-    raise ValueError(f"digit mode must be one of {MODES}, got {mode!r}")
+    return [as_text([row]) for row in text_rows(resize(image, px), mode)]
 
 
 def scaled(image: np.ndarray, zoom: int) -> np.ndarray:
@@ -109,76 +161,71 @@ def flow(size: int, total: int, width: int, height: int, px: int) -> Flow:
     return Flow(px, per_line, lines, shown, total)
 
 
-def render_flow(grid: np.ndarray, width: int, height: int, mode: str = "halfblock", zoom: int = 1,
-                start: int = 0) -> tuple[Text, Flow]:
+def flow_canvas(grid: np.ndarray, f: Flow, zoom: int = 1, start: int = 0) -> np.ndarray:
+    """The groups a Flow shows, laid out as they are drawn: one pixel a column, two a text row, and NaN
+    in the gaps (between the digits of a group, between groups, and a text row between lines)."""
+    grid = np.asarray(grid, np.float32)
+    rows, h = grid.shape[0], grid.shape[2] * zoom
+    gw, gg = group_width(rows, h), group_gap(rows)
+    rows_px = 2 * math.ceil(h / 2)  # an odd digit's last text row has a black bottom
+    W = f.per_line * gw + (f.per_line - 1) * gg
+    H = f.lines * rows_px + (f.lines - 1) * 2
+    canvas = np.full((max(H, 0), max(W, 0)), np.nan, np.float32)
+    for i in range(f.shown):
+        line, j = divmod(i, f.per_line)
+        x0, y0 = j * (gw + gg), line * (rows_px + 2)
+        for r in range(rows):
+            xs = x0 + r * (h + GAP)
+            canvas[y0:y0 + rows_px, xs:xs + h] = 0.0
+            canvas[y0:y0 + h, xs:xs + h] = np.clip(scaled(grid[r, start + i], zoom), 0, 1)
+    return canvas
+
+
+def fixed_canvas(grid: np.ndarray) -> np.ndarray:
+    """A (rows, cols, H, W) grid as one picture, no gaps (an odd H is padded black per grid row)."""
+    grid = np.clip(np.asarray(grid, np.float32), 0, 1)
+    rows, cols, h, w = grid.shape
+    if h % 2:
+        grid = np.concatenate([grid, np.zeros((rows, cols, 1, w), np.float32)], axis=2)
+        h += 1
+    return grid.transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+
+
+def flow_rows(grid: np.ndarray, width: int, height: int, mode: str = "halfblock", zoom: int = 1,
+              start: int = 0) -> tuple[list[list[Run]], Flow]:
     """A (rows, cols, H, W) grid drawn as cols groups (a group = the rows of one column, side by side).
 
     Digits keep their true resolution (28x28 -> 28 columns x 14 rows, times ``zoom``); groups that
     do not fit are left out (the caller says how many are shown), never shrunk.
     """
     grid = np.asarray(grid)
-    rows, cols, h = grid.shape[0], grid.shape[1], grid.shape[2]
-    f = flow(rows, cols - start, width, height, h * zoom)
-    out = Text(no_wrap=True, overflow="crop")
-    k_rows = math.ceil(f.px / 2)
-    for line in range(f.lines):
-        if line:
-            out.append("\n\n")
-        cs = range(start + line * f.per_line, min(start + f.shown, start + (line + 1) * f.per_line))
-        cells = [[digit_lines(scaled(grid[r, c], zoom), f.px, mode) for r in range(rows)] for c in cs]
-        for k in range(k_rows):
-            if k:
-                out.append("\n")
-            for j, group in enumerate(cells):
-                if j:
-                    out.append(" " * group_gap(rows))
-                for i, lines in enumerate(group):
-                    if i:
-                        out.append(" " * GAP)
-                    out.append_text(lines[k])
-    return out, f
+    f = flow(grid.shape[0], grid.shape[1] - start, width, height, grid.shape[2] * zoom)
+    return (text_rows(flow_canvas(grid, f, zoom, start), mode) if f.shown else []), f
+
+
+def render_flow(grid: np.ndarray, width: int, height: int, mode: str = "halfblock", zoom: int = 1,
+                start: int = 0) -> tuple[Text, Flow]:
+    rows, f = flow_rows(grid, width, height, mode, zoom, start)
+    return as_text(rows), f
 
 
 def render_fixed(grid: np.ndarray, mode: str = "halfblock") -> Text:
     """A (rows, cols, H, W) grid as it is (a decoded manifold): true resolution, no gaps, nothing left out."""
-    grid = np.asarray(grid)
-    rows, cols, h = grid.shape[:3]
-    out = Text(no_wrap=True, overflow="crop")
-    for r in range(rows):
-        cells = [digit_lines(grid[r, c], h, mode) for c in range(cols)]
-        for k in range(math.ceil(h / 2)):
-            if r or k:
-                out.append("\n")
-            for lines in cells:
-                out.append_text(lines[k])
-    return out
+    return as_text(text_rows(fixed_canvas(grid), mode))
+
+
+def _grey(canvas: np.ndarray) -> Image.Image:
+    return Image.fromarray((np.nan_to_num(canvas) * 255 + 0.5).astype(np.uint8), mode="L")
 
 
 def flow_picture(grid: np.ndarray, f: Flow, zoom: int = 1, start: int = 0) -> Image.Image:
-    """The groups a Flow shows as one greyscale picture laid out like the text (for real-pixel terminals).
-
-    One text cell is one pixel wide and two tall, so gaps are 1 (2) pixels per column (row) of text.
-    """
-    grid = np.asarray(grid)
-    rows, h = grid.shape[0], grid.shape[2] * zoom
-    gw = group_width(rows, h)
-    gg = group_gap(rows)
-    W = f.per_line * gw + (f.per_line - 1) * gg
-    rows_px = 2 * math.ceil(h / 2)
-    H = f.lines * rows_px + (f.lines - 1) * 2
-    canvas = np.zeros((max(H, 1), max(W, 1)), np.float32)
-    for i in range(f.shown):
-        line, j = divmod(i, f.per_line)
-        x0, y0 = j * (gw + gg), line * (rows_px + 2)
-        for r in range(rows):
-            img = scaled(grid[r, start + i], zoom)
-            xs = x0 + r * (h + GAP)
-            canvas[y0:y0 + h, xs:xs + h] = np.clip(img, 0, 1)
-    return Image.fromarray((canvas * 255 + 0.5).astype(np.uint8), mode="L")
+    """The groups a Flow shows as one greyscale picture laid out like the text (for real-pixel terminals),
+    gaps black."""
+    canvas = flow_canvas(grid, f, zoom, start)
+    return _grey(canvas if canvas.size else np.zeros((1, 1), np.float32))
 
 
 def fixed_picture(grid: np.ndarray) -> Image.Image:
     grid = np.clip(np.asarray(grid, np.float32), 0, 1)
     rows, cols, h, w = grid.shape
-    canvas = grid.transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
-    return Image.fromarray((canvas * 255 + 0.5).astype(np.uint8), mode="L")
+    return _grey(grid.transpose(0, 2, 1, 3).reshape(rows * h, cols * w))

@@ -4,12 +4,16 @@ by side, as many whole groups as fit; in ASCII, grey half-blocks or real pixels 
 from __future__ import annotations
 
 import numpy as np
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..digits import flow, flow_picture, fixed_picture, render_fixed, render_flow
+from ..digits import as_text, fixed_canvas, fixed_picture, flow, flow_picture, flow_rows, text_rows
+
+DIM = Style(dim=True)
 from ..pixels import PROTOCOLS, image_widget_class
 
 
@@ -32,8 +36,8 @@ class DigitGrid(Widget):
         self.start = 0  # first group drawn (the zoom screen pages through them)
         self.shown = 0
         self.rows = slice(None)  # which rows of the grid are drawn (80x24 draws only the reconstructions)
-        self._cache: tuple | None = None
-        self._strips: tuple | None = None  # (the text drawn, its lines as strips)
+        self._cache: tuple | None = None  # (what is drawn, its text rows)
+        self._strips: tuple | None = None  # (the text rows, the width, their strips, a blank strip)
         self._image = None  # the textual-image child in pixel mode
 
     @property
@@ -97,41 +101,48 @@ class DigitGrid(Widget):
         self._image.styles.width, self._image.styles.height = w, (h + 1) // 2
 
     def render_line(self, y: int) -> Strip:
-        """The rendered text's lines, converted to strips once per new text and size: Textual's own path
-        turns the text's thousands of one-cell styles into strips again on every refresh of the widget,
-        which was the UI's largest cost while training (about 20 ms a refresh, measured)."""
-        text, width = self.render(), self.size.width
-        if self._strips is None or self._strips[0] is not text or self._strips[1] != width:
-            console, base = self.app.console, self.visual_style.rich_style
-            lines = [Strip(line.render(console), line.cell_len).apply_style(base).crop_extend(0, width, base)
-                     for line in text.split("\n", allow_blank=True)]
-            self._strips = (text, width, lines, Strip.blank(width, base))
+        """The text rows as strips, built once per new picture and width straight from their runs: through
+        a Rich Text, Textual would split and restyle thousands of one-cell spans on every refresh (about
+        25 ms a picture, measured; this path takes a tenth of it)."""
+        rows, width = self.rows_drawn(), self.size.width
+        if self._strips is None or self._strips[0] is not rows or self._strips[1] != width:
+            base = self.visual_style.rich_style
+            lines = [Strip([Segment(chars, base + style if style else base) for chars, style in row]
+                           ).crop_extend(0, width, base) for row in rows]
+            self._strips = (rows, width, lines, Strip.blank(width, base))
         _, _, lines, blank = self._strips
         return lines[y] if y < len(lines) else blank
 
     def render(self) -> Text:
+        """The same as one Rich text (for anything that renders the widget another way)."""
+        return as_text(self.rows_drawn())
+
+    def rows_drawn(self) -> list:
+        """What the widget shows as text rows of runs (in pixel mode: none; the image child draws)."""
         if self.grid is None:
-            if self._image is not None:  # render runs for every line drawn: schedule the removal once
+            if self._image is not None:  # this runs for every line drawn: schedule the removal once
                 self.call_later(self._sync_image, None)
-            return Text(self.placeholder, style="dim")
+            if self._cache is None or self._cache[0] != self.placeholder:
+                self._cache = (self.placeholder, [[(self.placeholder, DIM)]])
+            return self._cache[1]
         key = (self.version, self.protocol, self.size.width, self.size.height, self.start, self.zoom, self.rows)
         if self._cache is None or self._cache[0] != key:
             picture = None
             if self.arrangement == "fixed":
                 self.shown = self.grid.shape[1]
                 if self.mode == "pixels":
-                    text, picture = Text(""), fixed_picture(self.grid)
+                    rows, picture = [], fixed_picture(self.grid)
                 else:
-                    text = render_fixed(self.grid, self.mode)
+                    rows = text_rows(fixed_canvas(self.grid), self.mode)
             elif self.mode == "pixels":
                 f = self._flow()
-                self.shown, text = f.shown, Text("")
+                self.shown, rows = f.shown, []
                 picture = flow_picture(self.drawn, f, self.zoom, self.start) if f.shown else None
             else:
-                text, f = render_flow(self.drawn, self.size.width, self.size.height, self.mode, self.zoom, self.start)
+                rows, f = flow_rows(self.drawn, self.size.width, self.size.height, self.mode, self.zoom, self.start)
                 self.shown = f.shown
             if not self.shown and self.size.height > 0:
-                text = Text("(too small for a whole digit: enlarge the terminal, or z to zoom)", style="dim")
-            self._cache = (key, text)
+                rows = [[("(too small for a whole digit: enlarge the terminal, or z to zoom)", DIM)]]
+            self._cache = (key, rows)
             self.call_later(self._sync_image, picture)
         return self._cache[1]
