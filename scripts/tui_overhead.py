@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
+BLOCK = 0.05  # the issue: nothing blocks the UI thread for more than 50 ms
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -48,6 +49,23 @@ def cpu_seconds(stat_path: str) -> float:
     with open(stat_path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each of this process's threads, by Python thread name (pool threads summed)."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            seconds = cpu_seconds(f"/proc/self/task/{tid}/stat")
+        except OSError:  # the thread has just ended
+            continue
+        name = names.get(int(tid), "native")
+        name = name.split("-")[0] if name.startswith("ThreadPoolExecutor") else name
+        out[name] = out.get(name, 0.0) + seconds
+    return out
 
 
 def own_cpu() -> float:
@@ -82,10 +100,11 @@ async def ui_turn_async(args, runs: Path, epochs: int) -> dict:
     redraw = app._tick
 
     def counted_tick():
-        ticks.append((time.monotonic(), app.curves.epochs[-1]["epoch"] if app.curves.epochs else 0))
+        ticks.append(time.monotonic())
         return redraw()
 
     app._tick = counted_tick  # before mount, where the redraw timer is set up
+    callbacks = CallbackClock()
     ui0 = child0 = ui1 = child1 = None
     async with app.run_test(size=(120, 40)) as pilot:
         # plain sleeps, not pilot.pause: the pilot's idle waits would be counted as UI work
@@ -99,17 +118,86 @@ async def ui_turn_async(args, runs: Path, epochs: int) -> dict:
                 now = None
             if ui0 is None and app.curves.epochs and app.curves.epochs[-1]["epoch"] >= timed_from - 1 and now:
                 ui0, child0 = own_cpu(), now  # the timed epochs start
+                callbacks.start()
+                threads0 = thread_cpu()
             if ui0 is not None and now is not None:
                 ui1, child1 = own_cpu(), now
+        callbacks.stop()
+        threads1 = thread_cpu()
         while app._diag_busy and not args.no_diagnostics:  # let the last diagnostics finish before quitting
             await asyncio.sleep(0.1)
         await pilot.press("q")
     if ui0 is None or ui1 is None:
         raise SystemExit("the timed epochs were too short to measure: pass a larger --train-size")
-    timed = [t for t, e in ticks if e >= timed_from - 1]  # from the end of the untimed epoch on
+    timed = [t for t in ticks if callbacks.started <= t <= callbacks.stopped]  # over the timed epochs
     gaps = [b - a for a, b in zip(timed, timed[1:])] or [0.0]
+    longest = max(zip(timed, timed[1:]), key=lambda ab: ab[1] - ab[0], default=(0.0, 0.0))
     return {"rates": rates(run_dir(args, runs), timed_from - 1), "ui_cpu": ui1 - ui0,
-            "child_cpu": child1 - child0, "max_gap": max(gaps), "median_gap": statistics.median(gaps)}
+            "child_cpu": child1 - child0, "max_gap": max(gaps), "median_gap": statistics.median(gaps),
+            "callbacks": callbacks, "in_longest_gap": callbacks.within(*longest), "threads": {k: threads1[k] - threads0.get(k, 0.0) for k in threads1}}
+
+
+class CallbackClock:
+    """Wall and CPU time of every callback the UI's event loop runs (each step of each of Textual's tasks),
+    while started: a callback's CPU time is its own work on the UI thread; wall time beyond it is time it
+    waited (for the GIL, or for a core)."""
+
+    def __init__(self) -> None:
+        self.longest_wall = (0.0, 0.0, "")  # (wall, cpu, what) of the callback with the longest wall time
+        self.longest_cpu = (0.0, 0.0, "")
+        self.over = 0  # callbacks of more than BLOCK seconds' wall time
+        self.count = 0
+        self.spans: list[tuple[float, float, float]] = []  # (start, end, cpu) of each callback
+        self._original = asyncio.events.Handle._run
+
+    def start(self) -> None:
+        clock, original = self, self._original
+        self.started = time.monotonic()
+
+        def timed_run(handle):
+            w0, c0 = time.monotonic(), time.thread_time()
+            try:
+                return original(handle)
+            finally:
+                clock.record(w0, time.monotonic(), time.thread_time() - c0, handle)
+
+        asyncio.events.Handle._run = timed_run
+
+    def stop(self) -> None:
+        asyncio.events.Handle._run = self._original
+        self.stopped = time.monotonic()
+
+    def within(self, a: float, b: float) -> tuple[float, float]:
+        """Wall and CPU seconds of the callbacks run between a and b (the rest the loop spent waiting)."""
+        inside = [(max(s, a), min(e, b), c) for s, e, c in self.spans if e > a and s < b]
+        return sum(e - s for s, e, _ in inside), sum(c for *_, c in inside)
+
+    def record(self, start: float, end: float, cpu: float, handle) -> None:
+        wall = end - start
+        self.spans.append((start, end, cpu))
+        self.count += 1
+        self.over += wall > BLOCK
+        if wall > self.longest_wall[0]:
+            self.longest_wall = (wall, cpu, describe(handle))
+        if cpu > self.longest_cpu[1]:
+            self.longest_cpu = (wall, cpu, describe(handle))
+
+
+def describe(handle) -> str:
+    """A task step's coroutine name, or the callback's name."""
+    callback = getattr(handle, "_callback", None)
+    task = getattr(callback, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        coro = task.get_coro()
+        name = getattr(coro, "__qualname__", repr(coro))
+        owner = getattr(getattr(coro, "cr_frame", None), "f_locals", {}).get("self")
+        return f"{name} {owner._name}" if hasattr(owner, "_name") else name  # a Timer: which one
+    return getattr(callback, "__qualname__", repr(callback))
+
+
+def ms(timing) -> str:
+    wall, cpu, what = timing
+    return f"{1e3 * wall:.0f} ms wall / {1e3 * cpu:.0f} ms CPU ({what})"
 
 
 def ui_turn(args, runs: Path, epochs: int) -> dict:
@@ -145,7 +233,7 @@ def main() -> int:
         runs = Path(tmp)
         epochs = 1
         headless_turn(args, runs, epochs, first=True)  # warm-up (compilation caches, data cache), not counted
-        ratios, shares, gaps, ui_rates, hl_rates = [], [], [], [], []
+        ratios, shares, gaps, ui_rates, hl_rates, walls, cpus = [], [], [], [], [], [], []
         for i in range(args.pairs):
             epochs += args.turn_epochs
             h = statistics.mean(headless_turn(args, runs, epochs))
@@ -162,6 +250,14 @@ def main() -> int:
                   f"{ui['ui_cpu']:.2f} CPU s, training child {ui['child_cpu']:.2f}, UI share {100 * share:.1f}%; redraw "
                   f"gaps median {1e3 * ui['median_gap']:.0f} ms, longest {1e3 * ui['max_gap']:.0f} ms | load {load()}",
                   flush=True)
+            cb = ui["callbacks"]
+            walls.append(cb.longest_wall)
+            cpus.append(cb.longest_cpu)
+            print(f"        UI-thread callbacks: {cb.count:,}, {cb.over} over {1e3 * BLOCK:.0f} ms wall; longest wall "
+                  f"{ms(cb.longest_wall)}; longest CPU {ms(cb.longest_cpu)}; in the longest redraw gap, callbacks ran "
+                  f"{1e3 * ui['in_longest_gap'][0]:.0f} ms ({1e3 * ui['in_longest_gap'][1]:.0f} ms CPU)", flush=True)
+            busy = sorted(((v, k) for k, v in ui["threads"].items() if v > 0), reverse=True)
+            print("        UI process CPU by thread: " + ", ".join(f"{k} {v:.2f} s" for v, k in busy), flush=True)
     print(f"wall ratio UI/headless: median {statistics.median(ratios):.3f}, spread {min(ratios):.3f}..{max(ratios):.3f} "
           f"over {len(ratios)} pairs (target >= 0.95); the medians' ratio {statistics.median(ui_rates) / statistics.median(hl_rates):.3f} "
           f"(UI {statistics.median(ui_rates):,.0f} ex/s over headless {statistics.median(hl_rates):,.0f}, whose own turns "
@@ -169,6 +265,7 @@ def main() -> int:
     print(f"UI CPU share: median {100 * statistics.median(shares):.1f}%, spread {100 * min(shares):.1f}.."
           f"{100 * max(shares):.1f}%; longest redraw gap: median {1e3 * statistics.median(gaps):.0f} ms, worst "
           f"{1e3 * max(gaps):.0f} ms; load average {load()} at the end")
+    print(f"longest UI-thread callback by wall time: {ms(max(walls))}; by CPU time: {ms(max(cpus, key=lambda c: c[1]))}")
     return 0
 
 
