@@ -1,6 +1,5 @@
 """The terminal digit renderer (cuvae_tui.digits): sizes, ramps, grey levels, fitting."""
 
-import math
 
 import numpy as np
 import pytest
