@@ -100,6 +100,32 @@ async def test_trains_samples_pauses_and_quits(tmp_path):
 
 
 @sync
+async def test_fast_epochs_are_drawn_every_few_seconds_and_the_last_at_the_end(tmp_path):
+    """Eight epochs of a tiny set end within a second: the first is drawn at once, the last when the run
+    ends, those between at most every PICTURES_EVERY seconds (each drawing would cost the UI's CPU)."""
+    app = make_app(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "8"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.finished is not None, what="training to finish")
+        await wait_for(pilot, lambda: app.pictured_epoch == 8, what="the last epoch's pictures")
+        assert app.query_one("#samples", DigitGrid).version <= 3  # drawn 2 times (3 on a slow machine), not 8
+        assert "epoch 8" in str(app.query_one("#samples-box").border_title)
+        await pilot.press("q")
+
+
+@sync
+async def test_pause_draws_the_newest_epoch_at_once(tmp_path):
+    app = make_app(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "100000"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.epoch_pictures.every = 3600.0  # after the first epoch, nothing is due while training
+        await wait_for(pilot, lambda: app.pictured_epoch == 1 and len(app.curves.epochs) >= 3,
+                       what="the first epoch's pictures and three epochs")
+        seen = app.curves.epochs[-1]["epoch"]
+        await pilot.press("space")
+        await wait_for(pilot, lambda: app.pictured_epoch >= seen, timeout=10, what="the newest epoch's pictures")
+        await pilot.press("q")
+
+
+@sync
 async def test_latent_switch_starts_a_new_run_and_switching_back_resumes(tmp_path):
     runs = tmp_path / "runs"
     app = make_app(["--runs", str(runs), *TINY, "--epochs", "1", "--latent", "8"])

@@ -75,6 +75,7 @@ class CuvaeApp(Workers, App):
         self.init_workers(training=session is not None)
         self.prepared = None
         self.view: ViewModel | None = None
+        self.pictured_epoch = 0  # the epoch the digits on screen come from
         self.sample_seed, self.temperature = 0, 1.0
         self.epochs_total = 0
         self.elapsed_by_latent: dict[int, float] = {}
@@ -159,6 +160,7 @@ class CuvaeApp(Workers, App):
         self.latent, self.view, self.finished, self.error = latent, None, None, None
         self.elapsed, self._clock_running = self.elapsed_by_latent.get(latent, 0.0), False
         self.diagnosis, self.active_history, self._iwae = None, [], IwaeBudget()
+        self.epoch_pictures.reset()
         self.status.set(latent=latent, epoch="-", rate="-", state="loading", elapsed=format_elapsed(self.elapsed))
         self._clear_pictures("appear after the first epoch")
         self.curves.reset([])
@@ -216,13 +218,13 @@ class CuvaeApp(Workers, App):
         self.active_history = [h for h in self.active_history if h[0] < m["epoch"]] + [(m["epoch"], m["active_units"])]
         self._show_metrics(m)
         self.status.set(epoch=f"{m['epoch']}/{self.epochs_total}", rate=f"{m['examples_per_s']:,.0f} ex/s")
-        self._pictures_worker(msg.params, msg.generation, m["epoch"])
+        self.picture_epoch(msg.params, msg.generation, m["epoch"])
 
     @on(Pictures)
     def handle_pictures(self, msg: Pictures) -> None:
         if msg.generation != self.generation or self.closing:
             return
-        self.view = msg.view
+        self.view, self.pictured_epoch = msg.view, msg.epoch
         recon = self.main.query_one("#recon", DigitGrid)
         if msg.recon is not None:
             recon.set_grid(msg.recon)
@@ -254,6 +256,7 @@ class CuvaeApp(Workers, App):
         if msg.generation != self.generation or self.closing:
             return
         self.finished, self._clock_running = msg.event, False
+        self.draw_pending_pictures(at_once=True)  # the run's last epoch, if it was kept back
         state = {"completed": "done", "stopped": "stopped", "diverged": "diverged"}[msg.event.reason]
         self.status.set(state=state)
         self.say(msg.event.message, "error" if msg.event.reason == "diverged" else "information")
@@ -267,6 +270,7 @@ class CuvaeApp(Workers, App):
         if msg.generation != self.generation or self.closing:
             return
         self.error, self._clock_running = msg.text, False
+        self.epoch_pictures.reset()
         self.status.set(state="error", device=self.status.fields["device"].replace("starting...", "-"),
                         data=self.status.fields["data"].replace("loading data...", "-"))
         self.say(msg.text, "error")
@@ -286,6 +290,7 @@ class CuvaeApp(Workers, App):
             self._last_status = now
             self._drain_steps()
         self.charts.tick(now)
+        self.draw_pending_pictures()
 
     def _drain_steps(self) -> None:
         """The train steps that arrived since the last turn: all go into the curve, the last into the status
@@ -315,7 +320,8 @@ class CuvaeApp(Workers, App):
         self._samples_title()
 
     def _samples_title(self) -> None:
-        self.main.query_one("#samples-box").border_title = f"samples · seed {self.sample_seed} · T={self.temperature:.1f}"
+        self.main.query_one("#samples-box").border_title = (f"samples · epoch {self.pictured_epoch} · seed {self.sample_seed}"
+                                                             f" · T={self.temperature:.1f}")
 
     def _apply_protocol(self) -> None:
         for screen in self.screen_stack:
@@ -344,6 +350,7 @@ class CuvaeApp(Workers, App):
         else:
             trainer.pause()
             self.status.set(state="paused")
+            self.draw_pending_pictures(at_once=True)  # the newest epoch, to look at while paused
 
     def action_samples(self) -> None:
         if self._need_view("samples come"):

@@ -38,9 +38,9 @@ class Epoch(Message):
 class Pictures(Message):
     """A view model and the main screen's pictures, made in a worker from an epoch's parameters."""
 
-    def __init__(self, view, recon: np.ndarray | None, samples: np.ndarray, generation: int) -> None:
+    def __init__(self, view, recon: np.ndarray | None, samples: np.ndarray, generation: int, epoch: int) -> None:
         super().__init__()
-        self.view, self.recon, self.samples, self.generation = view, recon, samples, generation
+        self.view, self.recon, self.samples, self.generation, self.epoch = view, recon, samples, generation, epoch
 
 
 class Diagnosed(Message):

@@ -22,9 +22,14 @@ from cuvae.errors import CuvaeError
 from .diagnostics import IwaeBudget, data_protocol, diagnose
 from .messages import Diagnosed, Epoch, Failed, Finished, Info, Pictures, Ready, Started
 from .session import ViewModel, open_run
+from .throttle import Newest
 from .training import TrainingProcess, lower_priority, start_resource_tracker
 
 RECON, SAMPLES = 8, 16
+# An epoch's pictures (and the diagnostics after them) while training: at most once every so many seconds,
+# the newest epoch's, and at once at the end of a run or on pause. Drawing every epoch of a fast run
+# (small sets, the GPU: several epochs a second) would cost the UI more than it shows.
+PICTURES_EVERY = 5.0
 
 
 def one_line(err: Exception) -> str:
@@ -49,6 +54,7 @@ class Workers:
         self.steps: deque = deque()  # the current run's StepMetrics, drained by the redraw timer
         self._diag_busy = False
         self._iwae = IwaeBudget()
+        self.epoch_pictures = Newest(PICTURES_EVERY)
 
     @property
     def trainer(self) -> TrainingProcess | None:
@@ -145,6 +151,19 @@ class Workers:
         self.start_training(latent)
 
     # ---- pictures and diagnostics from an epoch's parameters --------------------------------------
+    def picture_epoch(self, params: np.ndarray, gen: int, epoch: int) -> None:
+        """An epoch's parameters: drawn now, or kept until PICTURES_EVERY seconds after the last drawing
+        (the redraw tick calls :meth:`draw_pending_pictures`); a newer epoch replaces a kept one."""
+        self._draw_epoch(self.epoch_pictures.offer((params, gen, epoch), time.monotonic()))
+
+    def draw_pending_pictures(self, at_once: bool = False) -> None:
+        now = time.monotonic()
+        self._draw_epoch(self.epoch_pictures.take(now) if at_once else self.epoch_pictures.due(now))
+
+    def _draw_epoch(self, item) -> None:
+        if item is not None:
+            self._pictures_worker(*item)
+
     @work(thread=True, group="pictures", exclusive=True, exit_on_error=False)
     def _pictures_worker(self, params: np.ndarray, gen: int, epoch: int) -> None:
         background_priority()
@@ -152,7 +171,7 @@ class Workers:
         view = ViewModel(p.config, params, p.test_x, p.test_y, p.shape)
         recon = np.stack(view.reconstructions(RECON)) if view.has_data else None
         samples = view.samples(SAMPLES, seed=self.sample_seed, temperature=self.temperature)
-        self.post_message(Pictures(view, recon, samples, gen))
+        self.post_message(Pictures(view, recon, samples, gen, epoch))
         if view.has_data and p.config.model == "vae" and not self._diag_busy:
             self._diag_busy = True
             self._diagnostics_worker(view, gen, epoch, p.eval_x, data_protocol(p.config), p.config.epochs)
