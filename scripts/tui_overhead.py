@@ -81,13 +81,37 @@ def run_dir(args, runs: Path) -> Path:
     return runs / f"default-mnist-vae-z{args.latent}"
 
 
-def headless_turn(args, runs: Path, epochs: int, first: bool = False) -> list[float]:
+def epochs_done(run: Path) -> int:
+    try:
+        return len((run / "metrics.jsonl").read_text().splitlines())
+    except OSError:
+        return 0
+
+
+def headless_turn(args, runs: Path, epochs: int, first: bool = False) -> tuple[list[float], float]:
+    """The timed epochs' examples/s, and the trainer's CPU seconds over them (read from /proc while it runs)."""
     run, before = run_dir(args, runs), epochs - args.turn_epochs
     cmd = [sys.executable, "-m", "cuvae.train", "--out", str(run), *common(args), "--epochs", str(epochs), "--json"]
-    proc = subprocess.run(cmd + ([] if first else ["--resume", str(run)]), cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"cuvae-train failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return rates(run, before + 1)
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd + ([] if first else ["--resume", str(run)]), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=err, text=True)
+        cpu0 = cpu1 = None
+        while proc.poll() is None:  # the timed epochs: from the end of the turn's first to the end of its last
+            time.sleep(0.05)
+            done = epochs_done(run)
+            try:
+                now = cpu_seconds(f"/proc/{proc.pid}/stat")
+            except OSError:
+                break
+            if cpu0 is None and done >= before + 1:
+                cpu0 = now
+            if cpu1 is None and done >= epochs:
+                cpu1 = now
+        if proc.wait() != 0:
+            err.seek(0)
+            raise SystemExit(f"cuvae-train failed ({proc.returncode}): {err.read()[-2000:]}")
+    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else float("nan")
+    return rates(run, before + 1), cpu
 
 
 async def ui_turn_async(args, runs: Path, epochs: int) -> dict:
@@ -191,7 +215,7 @@ def describe(handle) -> str:
         coro = task.get_coro()
         name = getattr(coro, "__qualname__", repr(coro))
         owner = getattr(getattr(coro, "cr_frame", None), "f_locals", {}).get("self")
-        return f"{name} {owner._name}" if hasattr(owner, "_name") else name  # a Timer: which one
+        return f"{name} {owner.name} of {owner._target_repr}" if hasattr(owner, "_target_repr") else name  # which timer
     return getattr(callback, "__qualname__", repr(callback))
 
 
@@ -236,7 +260,8 @@ def main() -> int:
         ratios, shares, gaps, ui_rates, hl_rates, walls, cpus = [], [], [], [], [], [], []
         for i in range(args.pairs):
             epochs += args.turn_epochs
-            h = statistics.mean(headless_turn(args, runs, epochs))
+            h_rates, h_cpu = headless_turn(args, runs, epochs)
+            h = statistics.mean(h_rates)
             epochs += args.turn_epochs
             ui = ui_turn(args, runs, epochs)
             u = statistics.mean(ui["rates"])
@@ -247,7 +272,7 @@ def main() -> int:
             shares.append(share)
             gaps.append(ui["max_gap"])
             print(f"pair {i + 1}: headless {h:,.0f} ex/s, UI {u:,.0f} ex/s, wall ratio {u / h:.3f} | UI turn: UI process "
-                  f"{ui['ui_cpu']:.2f} CPU s, training child {ui['child_cpu']:.2f}, UI share {100 * share:.1f}%; redraw "
+                  f"{ui['ui_cpu']:.2f} CPU s, training child {ui['child_cpu']:.2f} (headless {h_cpu:.2f}), UI share {100 * share:.1f}%; redraw "
                   f"gaps median {1e3 * ui['median_gap']:.0f} ms, longest {1e3 * ui['max_gap']:.0f} ms | load {load()}",
                   flush=True)
             cb = ui["callbacks"]
