@@ -126,6 +126,28 @@ async def test_pause_draws_the_newest_epoch_at_once(tmp_path):
 
 
 @sync
+async def test_diagnostics_run_while_shown_and_when_training_is_over(tmp_path):
+    """At 120x40 the diagnostics panel is not on screen: nothing is computed for it until d opens it; a
+    completed run gets its last epoch's, IWAE included."""
+    app = make_app(["--runs", str(tmp_path / "runs"), *TINY, "--epochs", "100000"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.pictured_epoch >= 1 and len(app.curves.epochs) >= 3,
+                       what="the first pictures and three epochs")
+        await pilot.pause(0.5)
+        assert app.diagnosis is None
+        await pilot.press("d")
+        await wait_for(pilot, lambda: app.diagnosis is not None, what="the diagnostics, once shown")
+        assert app.diagnosis.epoch >= 1 and app.screen.query_one("#diag-full").diagnosis is app.diagnosis
+        await pilot.press("escape", "q")
+    app = make_app(["--runs", str(tmp_path / "runs2"), *TINY, "--epochs", "2"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.diagnosis is not None and app.diagnosis.iwae_epoch == 2,
+                       what="the last epoch's diagnostics")
+        assert app.finished is not None and app.diagnosis.epoch == 2 and app.diagnosis.iwae_nll is not None
+        await pilot.press("q")
+
+
+@sync
 async def test_latent_switch_starts_a_new_run_and_switching_back_resumes(tmp_path):
     runs = tmp_path / "runs"
     app = make_app(["--runs", str(runs), *TINY, "--epochs", "1", "--latent", "8"])

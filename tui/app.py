@@ -232,6 +232,7 @@ class CuvaeApp(Workers, App):
             recon.set_placeholder("no test data")
         self.main.query_one("#samples", DigitGrid).set_grid(msg.samples[None])
         self._samples_title()
+        self.refresh_diagnostics()
 
     @on(Diagnosed)
     def handle_diagnosed(self, msg: Diagnosed) -> None:
@@ -241,6 +242,7 @@ class CuvaeApp(Workers, App):
         if d.iwae_nll is None and self.diagnosis is not None:  # keep showing the last NLL, with its epoch
             d.iwae_nll, d.iwae_epoch = self.diagnosis.iwae_nll, self.diagnosis.iwae_epoch
         self.diagnosis = d
+        self.refresh_diagnostics()  # a newer epoch (or the end of training) may have come meanwhile
         self.main.query_one(DiagnosticsPanel).show(d, self.active_history, self.latent)
         from .screens.diagnostics import DiagnosticsScreen
 
@@ -257,6 +259,8 @@ class CuvaeApp(Workers, App):
             return
         self.finished, self._clock_running = msg.event, False
         self.draw_pending_pictures(at_once=True)  # the run's last epoch, if it was kept back
+        if msg.event.reason == "completed":
+            self.refresh_diagnostics()  # training is over: they cost it nothing now
         state = {"completed": "done", "stopped": "stopped", "diverged": "diverged"}[msg.event.reason]
         self.status.set(state=state)
         self.say(msg.event.message, "error" if msg.event.reason == "diverged" else "information")
@@ -381,6 +385,7 @@ class CuvaeApp(Workers, App):
         from .screens.diagnostics import DiagnosticsScreen
 
         self.push_screen(DiagnosticsScreen(self.diagnosis, self.active_history, self.latent))
+        self.refresh_diagnostics()  # computed only while shown: this epoch's, if not yet
 
     def action_interpolation(self) -> None:
         from .screens.interpolation import InterpolationScreen

@@ -24,3 +24,5 @@ def apply_layout(app) -> None:
     # 80x24: the 30-column panel beside a usable chart holds one whole digit: the reconstruction
     app.main.query_one("#recon", DigitGrid).draw_rows(slice(1, 2) if cls == "small" else slice(None))
     app.main.query_one("#recon-box").border_title = RECON_TITLES.get(cls, "test digit | reconstruction")
+    if cls == "large":  # the diagnostics panel is on screen now
+        app.refresh_diagnostics()

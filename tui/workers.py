@@ -53,6 +53,7 @@ class Workers:
         self._stopped_gen = 0
         self.steps: deque = deque()  # the current run's StepMetrics, drained by the redraw timer
         self._diag_busy = False
+        self._diagnosed = None  # (generation, epoch, idle) of the last diagnostics started
         self._iwae = IwaeBudget()
         self.epoch_pictures = Newest(PICTURES_EVERY)
 
@@ -172,22 +173,35 @@ class Workers:
         recon = np.stack(view.reconstructions(RECON)) if view.has_data else None
         samples = view.samples(SAMPLES, seed=self.sample_seed, temperature=self.temperature)
         self.post_message(Pictures(view, recon, samples, gen, epoch))
-        if view.has_data and p.config.model == "vae" and not self._diag_busy:
-            self._diag_busy = True
-            self._diagnostics_worker(view, gen, epoch, p.eval_x, data_protocol(p.config), p.config.epochs)
+
+    def refresh_diagnostics(self) -> None:
+        """Diagnostics for the model on screen, when they are shown (the panel at 200x60, the d screen) or
+        cost training nothing (read-only, or training over), once per epoch (and once more when training
+        is over, with the IWAE). Called whenever one of those may have changed."""
+        from .screens.diagnostics import DiagnosticsScreen
+
+        p, view = self.prepared, self.view
+        if view is None or p is None or not view.has_data or p.config.model != "vae" or self._diag_busy:
+            return
+        idle = self.read_only or self.finished is not None or self.pictured_epoch >= p.config.epochs
+        shown = idle or self.has_class("-large") or any(isinstance(s, DiagnosticsScreen) for s in self.screen_stack)
+        want = (self.generation, self.pictured_epoch, idle)
+        if shown and self._diagnosed != want:
+            self._diagnosed, self._diag_busy = want, True
+            self._diagnostics_worker(view, self.generation, self.pictured_epoch, p.eval_x, data_protocol(p.config), idle)
 
     @work(thread=True, group="diagnostics", exit_on_error=False)
-    def _diagnostics_worker(self, view, gen, epoch, x, protocol, last_epoch) -> None:
+    def _diagnostics_worker(self, view, gen, epoch, x, protocol, idle) -> None:
         try:
             background_priority()
-            idle = self.read_only or epoch >= last_epoch or self.finished is not None
             iwae = self._iwae
             d = diagnose(view, x, epoch, protocol,
                          iwae=lambda cheap: iwae.due(time.monotonic(), idle=idle, surgery_seconds=cheap))
             if d.iwae_nll is not None:
                 iwae.record(time.monotonic(), d.seconds["iwae"])
-            self.post_message(Diagnosed(d, gen))
         except Exception as err:  # noqa: BLE001 - diagnostics never stop training
-            self.post_message(Info(f"diagnostics failed: {type(err).__name__}: {err}", "warning"))
-        finally:
             self._diag_busy = False
+            self.post_message(Info(f"diagnostics failed: {type(err).__name__}: {err}", "warning"))
+            return
+        self._diag_busy = False  # before the message: its handler may start the next epoch's
+        self.post_message(Diagnosed(d, gen))

@@ -22,7 +22,7 @@ class DiagnosticsScreen(Screen):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="diag-screen-box") as box:
             box.border_title = "latent diagnostics"
-            box.border_subtitle = "computed in the background after each epoch · esc: back"
+            box.border_subtitle = "computed in the background while shown · esc: back"
             yield DiagnosticsPanel(max_bars=512, id="diag-full")
         yield Footer(compact=True)
 
