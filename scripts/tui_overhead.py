@@ -172,6 +172,7 @@ class CallbackClock:
         self.over = 0  # callbacks of more than BLOCK seconds' wall time
         self.count = 0
         self.spans: list[tuple[float, float, float]] = []  # (start, end, cpu) of each callback
+        self.cpu_by_what: dict[str, float] = {}
         self._original = asyncio.events.Handle._run
 
     def start(self) -> None:
@@ -199,12 +200,14 @@ class CallbackClock:
     def record(self, start: float, end: float, cpu: float, handle) -> None:
         wall = end - start
         self.spans.append((start, end, cpu))
+        what = describe(handle)
+        self.cpu_by_what[what] = self.cpu_by_what.get(what, 0.0) + cpu
         self.count += 1
         self.over += wall > BLOCK
         if wall > self.longest_wall[0]:
-            self.longest_wall = (wall, cpu, describe(handle))
+            self.longest_wall = (wall, cpu, what)
         if cpu > self.longest_cpu[1]:
-            self.longest_cpu = (wall, cpu, describe(handle))
+            self.longest_cpu = (wall, cpu, what)
 
 
 def describe(handle) -> str:
@@ -281,6 +284,8 @@ def main() -> int:
             print(f"        UI-thread callbacks: {cb.count:,}, {cb.over} over {1e3 * BLOCK:.0f} ms wall; longest wall "
                   f"{ms(cb.longest_wall)}; longest CPU {ms(cb.longest_cpu)}; in the longest redraw gap, callbacks ran "
                   f"{1e3 * ui['in_longest_gap'][0]:.0f} ms ({1e3 * ui['in_longest_gap'][1]:.0f} ms CPU)", flush=True)
+            top = sorted(((v, k) for k, v in cb.cpu_by_what.items()), reverse=True)[:4]
+            print("        UI-thread CPU by callback: " + ", ".join(f"{k} {v:.2f} s" for v, k in top), flush=True)
             busy = sorted(((v, k) for k, v in ui["threads"].items() if v > 0), reverse=True)
             print("        UI process CPU by thread: " + ", ".join(f"{k} {v:.2f} s" for v, k in busy), flush=True)
     print(f"wall ratio UI/headless: median {statistics.median(ratios):.3f}, spread {min(ratios):.3f}..{max(ratios):.3f} "
