@@ -303,3 +303,37 @@ def test_train_curve_is_the_recent_mean_not_the_epochs_running_mean():
         assert loss == pytest.approx(want) and recon == pytest.approx(want - 10) and kl == pytest.approx(10.0)
         assert x == pytest.approx(e + (50 * s + 25) / 600)
     assert c.steps[11][1] < c.steps[0][1] - 20  # it falls within an epoch, where the running mean lags
+
+
+def cells(strip):
+    """A strip as (character, style) per cell: equal however its segments are split."""
+    return [(ch, seg.style) for seg in strip for ch in seg.text]
+
+
+@sync
+async def test_charts_drawn_from_the_matrix_equal_textual_plotexts_own_path(tiny_z2):
+    """The charts skip plotext's ANSI text and Rich's parse of it (plot_strips): every cell must come out
+    as textual-plotext's path draws it, in each view, and a rebuild for a new size keeps the curves."""
+    from rich.text import Text
+    from textual.strip import Strip
+    from textual_plotext import PlotextPlot
+
+    app = make_app(["--open", str(tiny_z2)])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.curves.epochs, what="the opened run's curves")
+        for view in ("fit", "log", "recent"):
+            for plot in (app.query_one("#plot"), app.query_one("#parts")):
+                plot.view = view
+                plot.replot()
+                ours = plot.build_strips()
+                base, width = plot.visual_style.rich_style, plot.size.width
+                plot.redraw_figure()
+                text = PlotextPlot.render(plot)  # textual-plotext: ANSI from plotext, parsed by Rich
+                theirs = [Strip(line.render(app.console), line.cell_len).apply_style(base).crop_extend(0, width, base)
+                          for line in text.split("\n")]
+                assert len(ours) == plot.size.height and len(ours) <= len(theirs)
+                assert [cells(s) for s in ours] == [cells(s) for s in theirs[:len(ours)]], (view, plot.id)
+                assert any(seg.style.color is not None for s in ours for seg in s)  # the curves' colours came through
+                again = [cells(s) for s in plot.build_strips()]  # a second build (as for a new size)
+                assert again == [cells(s) for s in ours], (view, plot.id)
+        await pilot.press("q")

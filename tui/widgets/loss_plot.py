@@ -10,7 +10,10 @@ box's subtitle), and ``view`` switches between the fitted, logarithmic and recen
 from __future__ import annotations
 
 import numpy as np
+from textual.strip import Strip
 from textual_plotext import PlotextPlot
+
+from .plot_strips import figure_strips
 
 VIEWS = ("fit", "log", "recent")
 TRAIN_MARK, TEST_MARK, KL_MARK = "braille", "•", "x"
@@ -103,19 +106,34 @@ class _Plot(PlotextPlot):
         return 2 * max(self.size.width, 40)
 
     def replot(self) -> None:
+        self._version += 1
+        self.refresh()
+
+    def redraw_figure(self) -> None:
+        """The figure from the curves afresh: plotext may not build one figure twice (a second build in
+        the log view loses the curves), so every build, for new data or a new size, starts here."""
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
         self.draw(plt)
-        self._version += 1
-        self.refresh()
 
-    def render(self):
-        """plotext's build is the costliest thing on screen: rebuild only for new data or a new size."""
+    def render_line(self, y: int) -> Strip:
+        """plotext's build is the costliest thing on screen: rebuilt only for new data, size or theme, and
+        turned into strips straight from its matrix (plot_strips), not through ANSI text."""
         key = (self._version, self.size, self.app.theme)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, super().render())
-        return self._cache[1]
+            self._cache = (key, self.build_strips(), Strip.blank(self.size.width, self.visual_style.rich_style))
+        _, lines, blank = self._cache
+        return lines[y] if y < len(lines) else blank
+
+    def build_strips(self) -> list[Strip]:
+        """As PlotextPlot.render sizes and themes the figure, then its rows as strips."""
+        self.redraw_figure()
+        plt, (w, h) = self._plot, self.size
+        plt.plotsize(w, h)
+        plt._set_size(w, h)
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
+        return figure_strips(plt, self.visual_style.rich_style, w)
 
 
 class LossPlot(_Plot):
