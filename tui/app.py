@@ -39,8 +39,8 @@ from .workers import SAMPLES, Workers
 # ticks 10 times a second for keys and resizes, but the status line's progress redraws twice a second
 # and each chart (15-50 ms of CPU a build, measured) every PLOT_EVERY seconds, the two in turn.
 REDRAW_HZ = 10
-STATUS_EVERY = 0.5
-PLOT_EVERY = 3.0
+STATUS_EVERY = 1.0
+PLOT_EVERY = 5.0
 
 
 class CuvaeApp(Workers, App):

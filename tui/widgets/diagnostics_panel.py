@@ -64,13 +64,19 @@ class DiagnosticsPanel(Static):
         self.history: list[tuple[int, int]] = []  # (epoch, active units)
         self.latent = 0
         self.last_nll: float | None = None
+        self._lines = -1  # lines of the text shown: its height
 
     def show(self, d: Diagnosis | None, history: list[tuple[int, int]], latent: int) -> None:
         self.diagnosis, self.history, self.latent = d, history, latent
         self.refresh_text()
 
     def refresh_text(self) -> None:
-        self.update(diagnosis_text(self.diagnosis, self.history, self.latent, max(self.size.width, 40), self.max_bars))
+        """A new text; the screen is laid out again only when its height changes (a layout of the 200x60
+        screen costs about 25 ms of the UI thread, and each epoch's figures keep the height)."""
+        text = diagnosis_text(self.diagnosis, self.history, self.latent, max(self.size.width, 40), self.max_bars)
+        lines = len(str(text).splitlines())
+        self.update(text, layout=lines != self._lines)
+        self._lines = lines
 
     def on_resize(self) -> None:
         self.refresh_text()
