@@ -314,7 +314,6 @@ def cells(strip):
 async def test_charts_drawn_from_the_matrix_equal_textual_plotexts_own_path(tiny_z2):
     """The charts skip plotext's ANSI text and Rich's parse of it (plot_strips): every cell must come out
     as textual-plotext's path draws it, in each view, and a rebuild for a new size keeps the curves."""
-    from rich.text import Text
     from textual.strip import Strip
     from textual_plotext import PlotextPlot
 
