@@ -35,10 +35,11 @@ from .widgets.metrics_line import MetricsLine
 from .widgets.status_bar import MessageLine, StatusBar, format_elapsed
 from .workers import SAMPLES, Workers
 
-# What the UI draws costs CPU that training would use (scripts/tui_overhead.py measures it): the timer
-# ticks 10 times a second for keys and resizes, but the status line's progress redraws twice a second
-# and each chart (15-50 ms of CPU a build, measured) every PLOT_EVERY seconds, the two in turn.
-REDRAW_HZ = 10
+# What the UI draws costs CPU that training would use (scripts/tui_epochs.py measures it; with both cores
+# training, the trainer loses about twice the UI's CPU): the timer ticks 5 times a second for the clock,
+# resizes and the pictures due (keys do not wait for it), the status line redraws once a second and each
+# chart (10-25 ms of CPU a build, measured) every PLOT_EVERY seconds, the two in turn.
+REDRAW_HZ = 5
 STATUS_EVERY = 1.0
 PLOT_EVERY = 5.0
 
@@ -160,6 +161,7 @@ class CuvaeApp(Workers, App):
         self.latent, self.view, self.finished, self.error = latent, None, None, None
         self.elapsed, self._clock_running = self.elapsed_by_latent.get(latent, 0.0), False
         self.diagnosis, self.active_history, self._iwae = None, [], IwaeBudget()
+        self._diagnosed_at = float("-inf")  # a new run's first diagnostics come at once
         self.epoch_pictures.reset()
         self.status.set(latent=latent, epoch="-", rate="-", state="loading", elapsed=format_elapsed(self.elapsed))
         self._clear_pictures("appear after the first epoch")
@@ -385,7 +387,7 @@ class CuvaeApp(Workers, App):
         from .screens.diagnostics import DiagnosticsScreen
 
         self.push_screen(DiagnosticsScreen(self.diagnosis, self.active_history, self.latent))
-        self.refresh_diagnostics()  # computed only while shown: this epoch's, if not yet
+        self.refresh_diagnostics(now=True)  # computed only while shown: this epoch's, if not yet
 
     def action_interpolation(self) -> None:
         from .screens.interpolation import InterpolationScreen
