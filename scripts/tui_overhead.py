@@ -130,7 +130,7 @@ async def ui_turn_async(args, runs: Path, epochs: int) -> dict:
     app._tick = counted_tick  # before mount, where the redraw timer is set up
     callbacks = CallbackClock()
     ui0 = child0 = ui1 = child1 = None
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=args.size) as pilot:
         # plain sleeps, not pilot.pause: the pilot's idle waits would be counted as UI work
         while app.finished is None:
             assert app.error is None, app.error
@@ -248,8 +248,15 @@ def main() -> int:
     p.add_argument("--latent", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-diagnostics", action="store_true", help="the UI without its diagnostics worker")
+    p.add_argument("--size", default="120x40", help="the app's screen, COLSxROWS (default 120x40; 200x60 shows the "
+                   "diagnostics panel)")
     p.add_argument("--data-dir", help="a folder with the four MNIST IDX files (default: the usual search)")
     args = p.parse_args()
+    try:
+        args.size = tuple(int(v) for v in args.size.lower().split("x"))
+        assert len(args.size) == 2 and min(args.size) > 0
+    except (ValueError, AssertionError):
+        p.error(f"--size {args.size!r} is not COLSxROWS (e.g. 120x40)")
     if args.turn_epochs < 2:
         p.error("--turn-epochs must be at least 2 (the first epoch of a turn is not timed)")
     print(f"{os.cpu_count()} CPUs, load average {load()} at the start; device {args.device}, "
