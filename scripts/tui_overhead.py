@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -178,6 +179,8 @@ class CallbackClock:
     def start(self) -> None:
         clock, original = self, self._original
         self.started = time.monotonic()
+        self.gc_longest, self._gc_t0 = (0.0, -1), None
+        gc.callbacks.append(self._gc)
 
         def timed_run(handle):
             w0, c0 = time.monotonic(), time.thread_time()
@@ -191,6 +194,16 @@ class CallbackClock:
     def stop(self) -> None:
         asyncio.events.Handle._run = self._original
         self.stopped = time.monotonic()
+        gc.callbacks.remove(self._gc)
+
+    def _gc(self, phase: str, info: dict) -> None:
+        """The longest garbage collection (any thread's: the UI's pauses with it)."""
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        elif self._gc_t0 is not None:
+            took = time.perf_counter() - self._gc_t0
+            if took > self.gc_longest[0]:
+                self.gc_longest = (took, info["generation"])
 
     def within(self, a: float, b: float) -> tuple[float, float]:
         """Wall and CPU seconds of the callbacks run between a and b (the rest the loop spent waiting)."""
@@ -290,7 +303,8 @@ def main() -> int:
             cpus.append(cb.longest_cpu)
             print(f"        UI-thread callbacks: {cb.count:,}, {cb.over} over {1e3 * BLOCK:.0f} ms wall; longest wall "
                   f"{ms(cb.longest_wall)}; longest CPU {ms(cb.longest_cpu)}; in the longest redraw gap, callbacks ran "
-                  f"{1e3 * ui['in_longest_gap'][0]:.0f} ms ({1e3 * ui['in_longest_gap'][1]:.0f} ms CPU)", flush=True)
+                  f"{1e3 * ui['in_longest_gap'][0]:.0f} ms ({1e3 * ui['in_longest_gap'][1]:.0f} ms CPU); longest garbage "
+                  f"collection {1e3 * cb.gc_longest[0]:.0f} ms (generation {cb.gc_longest[1]})", flush=True)
             top = sorted(((v, k) for k, v in cb.cpu_by_what.items()), reverse=True)[:4]
             print("        UI-thread CPU by callback: " + ", ".join(f"{k} {v:.2f} s" for v, k in top), flush=True)
             busy = sorted(((v, k) for k, v in ui["threads"].items() if v > 0), reverse=True)

@@ -336,3 +336,29 @@ async def test_charts_drawn_from_the_matrix_equal_textual_plotexts_own_path(tiny
                 again = [cells(s) for s in plot.build_strips()]  # a second build (as for a new size)
                 assert again == [cells(s) for s in ours], (view, plot.id)
         await pilot.press("q")
+
+
+def test_a_chart_never_lands_in_the_frame_of_new_pictures():
+    from cuvae_tui.widgets.loss_plot import Charts
+
+    drawn = []
+
+    class Plot:
+        display = True
+        parent = type("P", (), {"display": True})()
+
+        def __init__(self, i):
+            self.i = i
+
+        def replot(self):
+            drawn.append(self.i)
+
+    charts = Charts(Plot(0), Plot(1), every=4.0)
+    charts.changed()
+    charts.tick(10.0)
+    assert drawn == [1]  # the turn alternates; 2 s apart
+    charts.defer(11.0)  # new pictures drawn at 11 s
+    charts.tick(12.5)
+    assert drawn == [1]  # 12.5 s would be due after 10 s, not after the pictures at 11 s
+    charts.tick(13.0)
+    assert drawn == [1, 0]

@@ -194,6 +194,11 @@ class Charts:
     def changed(self) -> None:
         self.dirty = {0, 1}
 
+    def defer(self, now: float) -> None:
+        """Something else costly is drawn now (new pictures): the next chart waits its turn from here, so
+        the two do not land in one frame (at 200x60 together they held the UI thread 50-60 ms)."""
+        self.last = max(self.last, now)
+
     def tick(self, now: float) -> None:
         if self.dirty and now - self.last >= self.every / 2:  # one chart a turn: no 50+ ms block
             if 1 - self.turn in self.dirty:
