@@ -362,3 +362,24 @@ def test_a_chart_never_lands_in_the_frame_of_new_pictures():
     assert drawn == [1]  # 12.5 s would be due after 10 s, not after the pictures at 11 s
     charts.tick(13.0)
     assert drawn == [1, 0]
+
+
+def test_a_hidden_chart_takes_no_turns():
+    """At 80x24 the second chart is hidden: the one on screen redraws every turn, not every other."""
+    from cuvae_tui.widgets.loss_plot import Charts
+
+    drawn = []
+
+    class Plot:
+        def __init__(self, i, shown):
+            self.i, self.display = i, shown
+            self.parent = type("P", (), {"display": True})()
+
+        def replot(self):
+            drawn.append(self.i)
+
+    charts = Charts(Plot(0, True), Plot(1, False), every=4.0)
+    for t in (10.0, 12.0, 14.0):
+        charts.changed()
+        charts.tick(t)
+    assert drawn == [0, 0, 0]

@@ -199,9 +199,16 @@ class Charts:
         the two do not land in one frame (at 200x60 together they held the UI thread 50-60 ms)."""
         self.last = max(self.last, now)
 
+    def shown(self, i: int) -> bool:
+        plot = self.plots[i]
+        return bool(plot.display and plot.parent.display)
+
     def tick(self, now: float) -> None:
-        if self.dirty and now - self.last >= self.every / 2:  # one chart a turn: no 50+ ms block
-            if 1 - self.turn in self.dirty:
+        """One chart a turn (no 50+ ms block), turns every/2 seconds apart: the charts on screen take
+        them in turn (at 80x24, where only one is, it redraws every turn)."""
+        due = {i for i in self.dirty if self.shown(i)}
+        if due and now - self.last >= self.every / 2:
+            if 1 - self.turn in due:
                 self.turn = 1 - self.turn
             self.dirty.discard(self.turn)
             self.last = now
@@ -210,7 +217,7 @@ class Charts:
     def redraw(self, which: int | None = None) -> None:
         """Both charts, or only chart ``which`` (0: -ELBO, 1: recon and KL), where shown."""
         for i, plot in enumerate(self.plots):
-            if which in (None, i) and plot.display and plot.parent.display:
+            if which in (None, i) and self.shown(i):
                 plot.replot()
 
     def next_view(self) -> str:
