@@ -125,20 +125,18 @@ class Freezer:
         self.how = "the cgroup freezer" if self.group else "SIGSTOP/SIGCONT (the cgroup freezer is not available)"
 
     def freeze(self) -> None:
-        if self.group is None:
-            os.kill(self.pid, signal.SIGSTOP)
-        elif self.v1:
-            (self.group / "freezer.state").write_text("FROZEN")
-        else:
-            (self.group / "cgroup.freeze").write_text("1")
+        self._set(True)
 
     def thaw(self) -> None:
+        self._set(False)
+
+    def _set(self, frozen: bool) -> None:
         if self.group is None:
-            os.kill(self.pid, signal.SIGCONT)
+            os.kill(self.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
         elif self.v1:
-            (self.group / "freezer.state").write_text("THAWED")
+            (self.group / "freezer.state").write_text("FROZEN" if frozen else "THAWED")
         else:
-            (self.group / "cgroup.freeze").write_text("0")
+            (self.group / "cgroup.freeze").write_text("1" if frozen else "0")
 
     def close(self) -> None:
         if self.group is None:
@@ -248,14 +246,17 @@ def main() -> int:
             run = None
             rows: list[dict] = []  # per epoch: kind and CPU seconds of the UI, tmux and the trainer
             unread = 0  # epochs meant to be headless that ran with the UI (it had not read the parameters)
-            last = (cpu_seconds(ui), cpu_seconds(server), cpu_seconds(trainer))
+            def cpus() -> tuple[float, float, float]:
+                return cpu_seconds(ui), cpu_seconds(server), cpu_seconds(trainer)
+
+            last = cpus()
             while True:
                 if run is None:
                     found = list(runs.glob("*/metrics.jsonl")) if runs.exists() else []
                     run = found[0].parent if found else None
                 done = epochs_written(run) if run else []
                 if len(done) > len(rows):  # an epoch ended: thaw the UI, it has the parameters to read
-                    now = (cpu_seconds(ui), cpu_seconds(server), cpu_seconds(trainer))
+                    now = cpus()
                     rows.append({"epoch": len(rows) + 1, "ui": not frozen,
                                  **dict(zip(("ui_cpu", "term_cpu", "trainer_cpu"), (b - a for a, b in zip(last, now))))})
                     if frozen:
@@ -273,7 +274,7 @@ def main() -> int:
                             frozen = True
                         else:  # frozen now, the trainer would wait on the pipe for good: this one runs with the UI
                             unread += 1
-                    last = (cpu_seconds(ui), cpu_seconds(server), cpu_seconds(trainer))
+                    last = cpus()
                 time.sleep(POLL)
             time.sleep(1.0)
             term.keys("q")

@@ -209,11 +209,6 @@ def render_flow(grid: np.ndarray, width: int, height: int, mode: str = "halfbloc
     return as_text(rows), f
 
 
-def render_fixed(grid: np.ndarray, mode: str = "halfblock") -> Text:
-    """A (rows, cols, H, W) grid as it is (a decoded manifold): true resolution, no gaps, nothing left out."""
-    return as_text(text_rows(fixed_canvas(grid), mode))
-
-
 def _grey(canvas: np.ndarray) -> Image.Image:
     return Image.fromarray((np.nan_to_num(canvas) * 255 + 0.5).astype(np.uint8), mode="L")
 

@@ -12,9 +12,9 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from ..digits import as_text, fixed_canvas, fixed_picture, flow, flow_picture, flow_rows, text_rows
+from ..pixels import PROTOCOLS, image_widget_class
 
 DIM = Style(dim=True)
-from ..pixels import PROTOCOLS, image_widget_class
 
 
 class DigitGrid(Widget):

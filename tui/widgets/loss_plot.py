@@ -113,9 +113,11 @@ class _Plot(PlotextPlot):
             self._build()
         self.refresh()
 
+    def _key(self) -> tuple:
+        return self._version, self.size, self.app.theme
+
     def _build(self) -> None:
-        key = (self._version, self.size, self.app.theme)
-        self._cache = (key, self.build_strips(), Strip.blank(self.size.width, self.visual_style.rich_style))
+        self._cache = (self._key(), self.build_strips(), Strip.blank(self.size.width, self.visual_style.rich_style))
 
     def redraw_figure(self) -> None:
         """The figure from the curves afresh: plotext may not build one figure twice (a second build in
@@ -128,7 +130,7 @@ class _Plot(PlotextPlot):
     def render_line(self, y: int) -> Strip:
         """plotext's build is the costliest thing on screen: rebuilt only for new data, size or theme, and
         turned into strips straight from its matrix (plot_strips), not through ANSI text."""
-        if self._cache is None or self._cache[0] != (self._version, self.size, self.app.theme):
+        if self._cache is None or self._cache[0] != self._key():
             self._build()  # a new size or theme
         _, lines, blank = self._cache
         return lines[y] if y < len(lines) else blank
